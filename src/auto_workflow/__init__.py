@@ -1,0 +1,25 @@
+"""auto_workflow: workflows as plain Python.
+
+Declare units of work with :func:`task`, wire them into a graph in a :func:`flow` body, and
+run it with ``Flow.run()``: an in-process scheduler runs ready tasks concurrently (on the
+event loop, in threads or in processes) with retries, timeouts, caching and priorities.
+"""
+
+from auto_workflow._build import Flow, TaskDefinition, fan_out, flow, task
+from auto_workflow._context import RunContext, get_context
+from auto_workflow._model import FailurePolicy
+from auto_workflow.events import subscribe
+
+__all__ = [
+    "FailurePolicy",
+    "Flow",
+    "RunContext",
+    "TaskDefinition",
+    "fan_out",
+    "flow",
+    "get_context",
+    "subscribe",
+    "task",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,485 @@
+"""``@task``, ``@flow`` and ``fan_out``: building graphs and running them.
+
+Inside a flow body (while its graph is being built) a task call records a node and returns a
+:class:`~auto_workflow._graph.Placeholder`; everywhere else it runs now. Which of the two
+happens is decided by one context variable, set with a token for the duration of the build.
+
+Async is the implementation: ``Flow.run`` and a direct task call are thin synchronous shells
+over ``run_async``; when the calling thread already runs an event loop (Jupyter, async apps)
+the shell runs the coroutine on a fresh loop in a helper thread and waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import numbers
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import replace
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+
+from auto_workflow._config import get_config
+from auto_workflow._context import RunContext, use_context
+from auto_workflow._graph import Graph, Group, Placeholder
+from auto_workflow._model import FailurePolicy, RunIn, TaskOptions
+from auto_workflow._plugins import DEFAULTS
+from auto_workflow._runner import (
+    DEFAULT_THREAD_WORKERS,
+    CallRunner,
+    FlowRunner,
+    call_with_events,
+    describe_params,
+    new_run_id,
+)
+from auto_workflow.exceptions import PlaceholderMisuseError
+
+__all__ = ["Flow", "TaskDefinition", "fan_out", "flow", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_building: ContextVar[Graph | None] = ContextVar("auto_workflow_building", default=None)
+
+
+def _run_sync(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, loop or no loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    return _run_in_helper_thread(work)
+
+
+def _run_in_helper_thread(work: Coroutine[Any, Any, T]) -> T:
+    """A loop is running in this thread: run ``work`` on a new loop in another thread."""
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, asyncio.run(work)))
+        except BaseException as exc:  # handed back to the caller's thread below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name="auto_workflow-sync-call", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if ok:
+        return cast(T, value)
+    raise value
+
+
+def _check_no_placeholders(where: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    probe = Graph(where)
+    try:
+        found = probe._scan(args, {}) or probe._scan(kwargs, {})
+    except PlaceholderMisuseError:
+        found = True
+    if found:
+        raise PlaceholderMisuseError(
+            f"{where} was called outside its flow with a placeholder argument: placeholders "
+            "only mean something inside the flow body that created them"
+        )
+
+
+class TaskDefinition(Generic[P, R]):
+    """A function decorated with ``@task``: call it in a flow to add a node, elsewhere to run.
+
+    Keeps the wrapped function's name, docstring and signature. Outside a flow, calling it
+    runs the task now (with retries, timeout, cache, persistence, middleware, events and
+    tracing) and returns its value, or an ``ArtifactRef`` when ``persist=True``.
+    """
+
+    def __init__(self, fn: Callable[..., Any], options: TaskOptions) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def __repr__(self) -> str:
+        return f"<TaskDefinition {self.name!r} run_in={self.options.run_in.value!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        graph = _building.get()
+        if graph is not None:
+            return cast(R, graph.add(self, args, kwargs))
+        return _run_sync(self.run_async(*args, **kwargs))
+
+    async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task now and return its value; for async callers (``await t.run_async()``).
+
+        Raises:
+            TaskExecutionError: (or a subclass) when the task finally fails.
+        """
+        _check_no_placeholders(f"task {self.name!r}", args, kwargs)
+        base = RunContext(run_id=new_run_id(), flow_name=None, params={})
+        calls = CallRunner(base, DEFAULTS.snapshot(), DEFAULT_THREAD_WORKERS)
+        try:
+            events = calls.plugins.events
+            node_id = f"{self.name}:direct"
+            if events:
+                return cast(R, await call_with_events(calls, events, self, node_id, args, kwargs))
+            return cast(R, await calls.call(self, node_id, args, kwargs))
+        finally:
+            calls.close()
+
+    def after(self, *upstream: Any) -> Callable[P, R]:
+        """Order this call after ``upstream`` task results without passing their data.
+
+        ``load.after(create_table)(rows)`` runs ``load(rows)`` only once ``create_table``
+        has succeeded. Only meaningful inside a flow body.
+        """
+        graph = _building.get()
+        if graph is None:
+            raise PlaceholderMisuseError(
+                f"{self.name}.after(...) orders calls inside a flow body; outside a flow "
+                "tasks run immediately, in the order you call them"
+            )
+        for p in upstream:
+            if not isinstance(p, Placeholder):
+                raise TypeError(
+                    f"{self.name}.after() takes task results from this flow; got {type(p).__name__}"
+                )
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return cast(R, graph.add(self, args, kwargs, after=upstream))
+
+        return call
+
+    def with_options(self, **changes: Any) -> TaskDefinition[P, R]:
+        """A copy of this task with some options changed (validated like ``@task``)."""
+        if "tags" in changes and changes["tags"] is not None:
+            changes["tags"] = frozenset(changes["tags"])
+        return TaskDefinition(self.fn, replace(self.options, **changes))
+
+
+class _TaskDecorator:
+    """What ``@task(...)`` returns: applies fixed options to a function."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> TaskDefinition[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> TaskDefinition[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any]) -> TaskDefinition[Any, Any]:
+        return _make_task(fn, self._options)
+
+
+def _make_task(fn: Callable[..., Any], options: dict[str, Any]) -> TaskDefinition[Any, Any]:
+    if isinstance(fn, TaskDefinition):
+        raise TypeError(f"@task applied twice to {fn.name!r}")
+    if not callable(fn):
+        raise TypeError(f"@task must decorate a function; got {type(fn).__name__}")
+    name = options.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
+    tags = options.get("tags")
+    opts = {**options, "name": name, "tags": frozenset() if tags is None else tags}
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise TypeError(f"task {name!r}: generator functions cannot be tasks; return a list")
+    return TaskDefinition(fn, TaskOptions(**opts))
+
+
+@overload
+def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskDefinition[P, R]: ...
+
+
+@overload
+def task(fn: Callable[P, R], /) -> TaskDefinition[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_backoff: float = 0.0,
+    retry_jitter: float = 0.0,
+    timeout: float | None = None,
+    cache_ttl: int | None = None,
+    cache_key_fn: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
+    | None = None,
+    run_in: str | RunIn = RunIn.ASYNC,
+    persist: bool = False,
+    priority: int = 0,
+    tags: Iterable[str] | None = None,
+) -> _TaskDecorator: ...
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Declare a task. Use as ``@task`` or ``@task(retries=3, run_in="thread", ...)``.
+
+    Args:
+        name: Display / node name (default: the function's name).
+        retries: Extra attempts after a failure (default 0).
+        retry_backoff: Base seconds of exponential backoff: retry k sleeps
+            ``retry_backoff * 2**(k-1)``.
+        retry_jitter: Up to this many random seconds added to each backoff.
+        timeout: Seconds each attempt may take.
+        cache_ttl: Seconds a successful result is reused from the result cache.
+        cache_key_fn: ``(fn, args, kwargs) -> str`` replacing the default cache key.
+        run_in: ``"async"`` (default: on the event loop), ``"thread"`` or ``"process"``.
+        persist: Store the result in the artifact store and return an ``ArtifactRef``.
+        priority: Higher runs earlier among tasks that are ready at the same time.
+        tags: Free-form labels.
+
+    Returns:
+        A :class:`TaskDefinition` (or a decorator making one).
+
+    Raises:
+        TypeError, ValueError: an option has a wrong type or value (names task and option).
+    """
+    unknown = set(options) - _TASK_OPTIONS
+    if unknown:
+        allowed = ", ".join(sorted(_TASK_OPTIONS))
+        raise TypeError(f"@task got unknown option(s) {sorted(unknown)}; valid: {allowed}")
+    if fn is None:
+        probe = options.get("name") or "<task>"
+        TaskOptions(**{**options, "name": probe, "tags": options.get("tags") or frozenset()})
+        return _TaskDecorator(options)
+    return _make_task(fn, options)
+
+
+_TASK_OPTIONS = frozenset(
+    "name retries retry_backoff retry_jitter timeout cache_ttl cache_key_fn run_in persist "
+    "priority tags".split()
+)
+
+
+def _check_max_concurrency(value: object, what: str = "max_concurrency") -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive int or None; got {value!r}")
+    return int(value)
+
+
+class Flow:
+    """A function decorated with ``@flow``: its body wires tasks into a graph.
+
+    Call :meth:`run` (or ``await`` :meth:`run_async`) to build and execute the graph; calling
+    the flow inside another flow's body inlines its graph there.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.fn = fn
+        self.name = name
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _building.get() is not None:
+            return self.fn(*args, **kwargs)
+        return self.run(*args, **kwargs)
+
+    def build(
+        self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> tuple[Graph, Any, RunContext]:
+        """Run the flow body to record its graph; returns (graph, output structure, context)."""
+        base = RunContext(run_id=new_run_id(), flow_name=self.name, params=describe_params(params))
+        graph = Graph(self.name)
+        token = _building.set(graph)
+        try:
+            with use_context(base):
+                out = self.fn(*args, **kwargs)
+        finally:
+            _building.reset(token)
+        if inspect.iscoroutine(out):
+            out.close()
+            raise TypeError(
+                f"flow {self.name!r}: the flow body must be a plain (non-async) function; "
+                "it only wires tasks together, the tasks themselves may be async"
+            )
+        return graph, out, base
+
+    def run(
+        self,
+        *args: Any,
+        params: Mapping[str, Any] | None = None,
+        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
+        max_concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Build and execute the flow; return its body's return value with results filled in.
+
+        Args:
+            *args, **kwargs: Passed to the flow function.
+            params: Run parameters, visible as ``get_context().params``.
+            failure_policy: ``"fail_fast"`` (default), ``"continue"`` or ``"aggregate"``.
+            max_concurrency: How many tasks may run at once (default: unbounded).
+
+        Raises:
+            TaskExecutionError: the first failure, under ``fail_fast``.
+            AggregateTaskError: every failure, under ``aggregate``.
+        """
+        policy = FailurePolicy.coerce(failure_policy)
+        limit = _check_max_concurrency(max_concurrency)
+        return _run_sync(self._run(args, kwargs, params, policy, limit))
+
+    async def run_async(
+        self,
+        *args: Any,
+        params: Mapping[str, Any] | None = None,
+        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
+        max_concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Awaitable :meth:`run`, for async callers. Cancelling it cancels the run."""
+        policy = FailurePolicy.coerce(failure_policy)
+        limit = _check_max_concurrency(max_concurrency)
+        return await self._run(args, kwargs, params, policy, limit)
+
+    async def _run(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        params: Mapping[str, Any] | None,
+        policy: FailurePolicy,
+        limit: int | None,
+    ) -> Any:
+        graph, out, base = self.build(*args, params=params, **kwargs)
+        plugins = DEFAULTS.snapshot()
+        calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS)
+        runner = FlowRunner(
+            graph,
+            calls,
+            policy=policy,
+            max_concurrency=limit,
+            max_dynamic_tasks=get_config().max_dynamic_tasks,
+        )
+        try:
+            await _observe_flow(calls, runner)
+        finally:
+            calls.close()
+        return runner.output(out)
+
+    def describe(
+        self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The graph as a JSON-serialisable dict (``flow``, ``nodes``, ``count``); runs nothing."""
+        return self.build(*args, params=params, **kwargs)[0].describe()
+
+    def export_dot(self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """The graph in Graphviz DOT; runs nothing."""
+        return self.build(*args, params=params, **kwargs)[0].to_dot()
+
+    def export_graph(
+        self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, list[str]]:
+        """The graph as a JSON adjacency mapping ``{node: [downstream nodes]}``; runs nothing."""
+        return self.build(*args, params=params, **kwargs)[0].adjacency()
+
+
+async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
+    """Run the graph inside the flow span, with flow_started / flow_completed events."""
+    plugins, base = calls.plugins, calls.base
+    events = plugins.events
+    payload = {"flow": base.flow_name, "run_id": base.run_id}
+    if events:
+        events.emit("flow_started", {**payload, "tasks": len(runner.state.graph.nodes)})
+    token = _building.set(None)  # tasks started by this run must never add to an outer build
+    try:
+        if plugins.tracer is None:
+            await runner.run()
+        else:
+            async with plugins.tracer.span(f"flow:{base.flow_name}", run_id=base.run_id):
+                await runner.run()
+    except BaseException as exc:
+        if events:
+            events.emit("flow_completed", {**payload, "status": "failed", "error": repr(exc)})
+        raise
+    finally:
+        _building.reset(token)
+    if events:
+        events.emit("flow_completed", {**payload, "status": "succeeded"})
+
+
+@overload
+def flow(fn: Callable[..., Any], /) -> Flow: ...
+
+
+@overload
+def flow(*, name: str | None = None) -> Callable[[Callable[..., Any]], Flow]: ...
+
+
+def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    """Declare a flow. Use as ``@flow`` or ``@flow(name="etl")``.
+
+    The body calls tasks; each call records a node and returns a placeholder that can be
+    passed to other tasks. Run it with ``.run()`` or ``await .run_async()``.
+    """
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"@flow name must be a non-empty string; got {name!r}")
+
+    def wrap(f: Callable[..., Any]) -> Flow:
+        if not callable(f):
+            raise TypeError(f"@flow must decorate a function; got {type(f).__name__}")
+        if inspect.iscoroutinefunction(f):
+            raise TypeError(
+                f"flow {getattr(f, '__name__', f)!r}: the flow body must be a plain function; "
+                "it only wires tasks together (the tasks themselves may be async)"
+            )
+        return Flow(f, name or f.__name__)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def fan_out(
+    task_def: TaskDefinition[[T], R], iterable: Iterable[T], max_concurrency: int | None = None
+) -> list[R]:
+    """Map ``task_def`` over ``iterable``.
+
+    In a flow body: over a concrete iterable, one call per element (a list of placeholders);
+    over a task result (placeholder), one call per element once that result exists, and the
+    returned placeholder stands for the list of results. Outside a flow: runs the calls now
+    (concurrently) and returns their results.
+
+    Args:
+        task_def: The task to call once per element.
+        iterable: The elements, or a task result that will be a list of them.
+        max_concurrency: How many of these calls may run at once (default: unbounded).
+    """
+    if not isinstance(task_def, TaskDefinition):
+        raise TypeError(f"fan_out needs a @task as its first argument; got {task_def!r}")
+    limit = _check_max_concurrency(max_concurrency, f"fan_out({task_def.name}) max_concurrency")
+    graph = _building.get()
+    if graph is None:
+        return _fan_out_now(task_def, iterable, limit)
+    if isinstance(iterable, Placeholder):
+        return cast(list[R], graph.add_barrier(task_def, iterable, limit))
+    _require_iterable(task_def, iterable)
+    group = Group(limit) if limit is not None else None
+    return [cast(R, graph.add(task_def, (item,), {}, group=group)) for item in iterable]
+
+
+def _require_iterable(task_def: TaskDefinition[Any, Any], iterable: object) -> None:
+    try:
+        iter(iterable)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"fan_out({task_def.name}, ...) needs an iterable or a task result; "
+            f"got {type(iterable).__name__}"
+        ) from None
+
+
+def _fan_out_now(
+    task_def: TaskDefinition[[T], R], iterable: Iterable[T], limit: int | None
+) -> list[R]:
+    """Outside a flow: run one call per element now, concurrently, and return the list."""
+    _require_iterable(task_def, iterable)
+    items = list(iterable)
+
+    def body() -> list[R]:
+        return fan_out(task_def, items, max_concurrency=limit)
+
+    anonymous = Flow(body, f"fan_out({task_def.name})")
+    return cast(list[R], anonymous.run(max_concurrency=limit))

@@ -1,0 +1,139 @@
+"""Frozen records and closed sets shared by the whole engine.
+
+Invariants: every record here is immutable and validated when it is made, so code that holds
+one never re-checks it. Errors name the task and the parameter at fault and say what is valid.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FailurePolicy", "RunIn", "TaskOptions"]
+
+CacheKeyFn = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
+
+
+class RunIn(enum.StrEnum):
+    """Where one call of a task runs."""
+
+    ASYNC = "async"
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+class FailurePolicy(enum.StrEnum):
+    """What a flow run does when a task fails.
+
+    ``FAIL_FAST`` cancels running tasks, starts nothing new and raises the first error.
+    ``CONTINUE`` runs every branch that does not depend on a failure and returns the result
+    with each failed or skipped position holding its :class:`TaskExecutionError`.
+    ``AGGREGATE`` runs like ``CONTINUE`` and then raises :class:`AggregateTaskError`.
+    """
+
+    FAIL_FAST = "fail_fast"
+    CONTINUE = "continue"
+    AGGREGATE = "aggregate"
+
+    @classmethod
+    def coerce(cls, value: object) -> FailurePolicy:
+        """Accept a member or its plain string; reject anything else with the valid choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"failure_policy must be one of {allowed}; got {value!r}") from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOptions:
+    """Everything ``@task(...)`` accepts, validated once at decoration time."""
+
+    name: str
+    retries: int = 0
+    retry_backoff: float = 0.0
+    retry_jitter: float = 0.0
+    timeout: float | None = None
+    cache_ttl: int | None = None
+    cache_key_fn: CacheKeyFn | None = None
+    run_in: RunIn = RunIn.ASYNC
+    persist: bool = False
+    priority: int = 0
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"task name must be a non-empty string; got {self.name!r}")
+        self._check_int("retries", self.retries, minimum=0)
+        self._check_seconds("retry_backoff", self.retry_backoff, allow_zero=True)
+        self._check_seconds("retry_jitter", self.retry_jitter, allow_zero=True)
+        if self.timeout is not None:
+            self._check_seconds("timeout", self.timeout, allow_zero=False)
+        if self.cache_ttl is not None:
+            self._check_int("cache_ttl", self.cache_ttl, minimum=0)
+        if self.cache_key_fn is not None and not callable(self.cache_key_fn):
+            self._fail(TypeError, "cache_key_fn", "a callable (fn, args, kwargs) -> str")
+        self._check_run_in()
+        if not isinstance(self.persist, bool):
+            self._fail(TypeError, "persist", "True or False")
+        self._check_int("priority", self.priority, minimum=None)
+        self._check_tags()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _fail(self, kind: type[Exception], param: str, valid: str) -> None:
+        value = getattr(self, param)
+        raise kind(f"task {self.name!r}: {param} must be {valid}; got {value!r}")
+
+    def _check_int(self, param: str, value: object, *, minimum: int | None) -> None:
+        if not _is_int(value):
+            self._fail(TypeError, param, "an int")
+        if minimum is not None and value < minimum:  # type: ignore[operator]
+            self._fail(ValueError, param, f"an int >= {minimum}")
+
+    def _check_seconds(self, param: str, value: object, *, allow_zero: bool) -> None:
+        valid = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+        if not _is_number(value):
+            self._fail(TypeError, param, valid)
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+            self._fail(ValueError, param, valid)
+
+    def _check_run_in(self) -> None:
+        try:
+            object.__setattr__(self, "run_in", RunIn(self.run_in))
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in RunIn)
+            self._fail(ValueError, "run_in", f"one of {allowed}")
+
+    def _check_tags(self) -> None:
+        tags = self.tags
+        if isinstance(tags, str) or not isinstance(tags, (set, frozenset, list, tuple)):
+            self._fail(TypeError, "tags", "a set of strings")
+        if not all(isinstance(t, str) for t in tags):
+            self._fail(TypeError, "tags", "a set of strings")
+        object.__setattr__(self, "tags", frozenset(tags))
+
+    def describe(self) -> Mapping[str, Any]:
+        """JSON-friendly summary used by ``Flow.describe()``."""
+        return {
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "cache_ttl": self.cache_ttl,
+            "run_in": self.run_in.value,
+            "persist": self.persist,
+            "priority": self.priority,
+            "tags": sorted(self.tags),
+        }

@@ -1,0 +1,560 @@
+"""The async shell around the pure graph state.
+
+:class:`CallRunner` runs one task call with everything the seed promises around it: cache,
+retries with backoff and jitter, a timeout per attempt, middleware, tracing, events, metrics
+and persistence. A flow run and a direct call use it alike, so both raise the same errors.
+
+:class:`FlowRunner` drives a :class:`RunState` with a set of worker coroutines inside one
+``asyncio.TaskGroup``. A worker takes the best ready node, runs it by awaiting it directly
+(no task per node), reports the outcome to the state and takes the next. A new worker is
+started only when every worker is suspended inside a task while ready nodes wait, so
+trivial tasks run back to back on one worker and I/O-bound ones fan out up to
+``max_concurrency`` workers: the number of workers *is* the number of running tasks.
+
+Invariants: the state is touched only from the loop thread; nothing here recurses on graph
+depth; every pool a run starts is closed when the run ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import inspect
+import logging
+import math
+import pickle
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from auto_workflow._context import RunContext, TaskFrame, reset_frame, set_frame
+from auto_workflow._executors import (
+    AsyncExecutor,
+    Call,
+    Executor,
+    ProcessExecutor,
+    ThreadExecutor,
+    get_process_pool,
+)
+from auto_workflow._graph import SKIPPED, Graph, Node, RunState, resolve
+from auto_workflow._model import FailurePolicy, RunIn
+from auto_workflow.exceptions import (
+    AggregateTaskError,
+    FanOutLimitError,
+    RetryExhaustedError,
+    SerializationError,
+    TaskExecutionError,
+    TimeoutError,
+    UpstreamFailedError,
+)
+
+if TYPE_CHECKING:
+    from auto_workflow._graph import TaskLike
+    from auto_workflow._plugins import Plugins
+
+__all__ = ["CallRunner", "FlowRunner", "call_with_events", "new_run_id"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THREAD_WORKERS = 64
+"""Threads a run may use when it has no ``max_concurrency`` (threads start on demand)."""
+
+_YIELD_EVERY = 64
+"""A worker running only non-suspending tasks yields to the loop this often."""
+
+
+def new_run_id() -> str:
+    """A fresh, unique run id."""
+    return uuid.uuid4().hex[:16]
+
+
+class _AttemptTimedOut(Exception):
+    """One attempt exceeded the task's timeout (internal; becomes TimeoutError)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"attempt exceeded its timeout of {seconds:g}s")
+        self.seconds = seconds
+
+
+class _Abort(Exception):
+    """Raised by a worker to make the TaskGroup cancel the others (fail-fast)."""
+
+
+def default_cache_key(task: TaskLike, fn: Callable[..., Any], args: Any, kwargs: Any) -> str:
+    """A digest of the task's identity, code and bound arguments (refined in issue 3)."""
+    sig = inspect.signature(fn)
+    bound = sig.bind(*args, **kwargs)
+    bound.apply_defaults()
+    code = getattr(fn, "__code__", None)
+    digest = hashlib.sha256()
+    digest.update(f"{fn.__module__}:{fn.__qualname__}:{task.name}".encode())
+    if code is not None:
+        digest.update(code.co_code)
+        digest.update(repr(code.co_consts).encode())
+    digest.update(pickle.dumps(sorted(bound.arguments.items()), protocol=5))
+    return digest.hexdigest()
+
+
+class CallRunner:
+    """Runs task calls for one run: options, plugins and executors around each attempt."""
+
+    def __init__(self, base: RunContext, plugins: Plugins, thread_workers: int) -> None:
+        self.base = base
+        self.plugins = plugins
+        self._thread_workers = thread_workers
+        self._thread: ThreadExecutor | None = None
+        self._process: ProcessExecutor | None = None
+        self._async = AsyncExecutor()
+        self._observed = bool(plugins.middleware) or plugins.tracer is not None
+
+    def close(self) -> None:
+        """Shut down the thread pool this run started (process workers are shared)."""
+        if self._thread is not None:
+            self._thread.shutdown()
+            self._thread = None
+
+    def executor(self, run_in: RunIn) -> Executor:
+        """The executor for ``run_in``; pools start on first use."""
+        if run_in is RunIn.ASYNC:
+            return self._async
+        if run_in is RunIn.THREAD:
+            if self._thread is None:
+                self._thread = ThreadExecutor(self._thread_workers)
+            return self._thread
+        if self._process is None:
+            self._process = ProcessExecutor(get_process_pool())
+        return self._process
+
+    # -- one call --------------------------------------------------------------------------
+
+    async def call(
+        self, task: Any, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run one call of ``task`` to its final value (or ArtifactRef).
+
+        Raises:
+            TaskExecutionError: (or a subclass) when the call finally fails.
+        """
+        metrics = self.plugins.metrics
+        if metrics is None:
+            return await self._call(task, node, args, kwargs)
+        start = time.perf_counter()
+        try:
+            value = await self._call(task, node, args, kwargs)
+        except TaskExecutionError:
+            metrics.inc("tasks_failed", task=task.name)
+            raise
+        metrics.inc("tasks_succeeded", task=task.name)
+        metrics.observe("task_duration_ms", (time.perf_counter() - start) * 1000, task=task.name)
+        return value
+
+    async def _call(
+        self, task: Any, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        opts = task.options
+        if opts.cache_ttl is None:
+            value = await self._attempts(task, node, args, kwargs)
+            return self._persist(task, value) if opts.persist else value
+        key = self._cache_key(task, args, kwargs)
+        if key is not None:
+            hit = self.plugins.cache.get(key, opts.cache_ttl)
+            if hit is not None and self._hit_is_valid(hit[0]):
+                self._count("cache_hits", task)
+                return hit[0]
+        value = await self._attempts(task, node, args, kwargs)
+        if opts.persist:
+            value = self._persist(task, value)
+        if key is not None and opts.cache_ttl > 0:
+            self.plugins.cache.set(key, (value,))
+            self._count("cache_sets", task)
+        return value
+
+    def _hit_is_valid(self, value: Any) -> bool:
+        exists = getattr(self.plugins.store, "exists", None)
+        from_store = type(value).__name__ == "ArtifactRef"
+        return not (from_store and exists is not None and not exists(value))
+
+    def _cache_key(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        fn = task.fn
+        key_fn = task.options.cache_key_fn
+        try:
+            key = key_fn(fn, args, kwargs) if key_fn else default_cache_key(task, fn, args, kwargs)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            if key_fn is not None:
+                raise TaskExecutionError(task.name, exc, 0) from exc
+            logger.warning(
+                "task %r: arguments cannot be keyed (%s); running uncached", task.name, exc
+            )
+            return None
+        if not isinstance(key, str):
+            err = TypeError(f"cache_key_fn must return a str; got {type(key).__name__}")
+            raise TaskExecutionError(task.name, err, 0)
+        return key
+
+    def _persist(self, task: Any, value: Any) -> Any:
+        try:
+            return self.plugins.store.put(value)
+        except Exception as exc:
+            raise TaskExecutionError(task.name, exc, task.options.retries + 1) from exc
+
+    def _count(self, name: str, task: Any) -> None:
+        metrics = self.plugins.metrics
+        if metrics is not None:
+            metrics.inc(name, task=task.name)
+
+    async def _attempts(
+        self, task: Any, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        opts = task.options
+        total = opts.retries + 1
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(task, node, attempt, args, kwargs)
+            except (_AttemptTimedOut, Exception) as exc:
+                if attempt >= total or isinstance(exc, SerializationError):
+                    raise self._final_error(task, exc, attempt) from _cause(exc)
+                self._on_retry(task, node, attempt, exc)
+                await asyncio.sleep(_backoff(opts.retry_backoff, opts.retry_jitter, attempt))
+                attempt += 1
+
+    def _final_error(self, task: Any, exc: BaseException, attempts: int) -> TaskExecutionError:
+        original = _cause(exc)
+        if isinstance(exc, _AttemptTimedOut):
+            return TimeoutError(task.name, original, attempts)
+        if task.options.retries > 0:
+            return RetryExhaustedError(task.name, original, attempts)
+        return TaskExecutionError(task.name, original, attempts)
+
+    def _on_retry(self, task: Any, node: Any, attempt: int, exc: BaseException) -> None:
+        logger.info("task %r attempt %d failed (%r); retrying", task.name, attempt, exc)
+        self._count("task_retries", task)
+        events = self.plugins.events
+        if events.wants("task_retry"):
+            payload = self._payload(task, _node(node), attempt)
+            payload["error"] = repr(_cause(exc))
+            events.emit("task_retry", payload)
+
+    def _payload(self, task: Any, node_id: str, attempt: int) -> dict[str, Any]:
+        return {
+            "flow": self.base.flow_name,
+            "run_id": self.base.run_id,
+            "task": task.name,
+            "node": node_id,
+            "attempt": attempt,
+        }
+
+    async def _attempt(
+        self, task: Any, node: Any, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        opts = task.options
+        if opts.run_in is RunIn.ASYNC and not self._observed:
+            return await self._inline_attempt(task, node, attempt, args, kwargs)
+        ctx = self.base.for_attempt(task.name, _node_id(node), attempt)
+        call = Call(task.fn, args, kwargs, task.name, ctx)
+        executor = self.executor(opts.run_in)
+        if not self._observed:
+            return await _bounded(executor.run(call), opts.timeout)
+        return await self._observed_attempt(task, _node_id(node), attempt, executor, call)
+
+    async def _inline_attempt(
+        self, task: Any, node: Any, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The hot path: an async-mode attempt with no middleware or tracer, run in place."""
+        token = set_frame(TaskFrame(self.base, task.name, node, attempt))
+        try:
+            value = task.fn(*args, **kwargs)
+            if task.is_async or inspect.isawaitable(value):
+                timeout = task.options.timeout
+                value = await (value if timeout is None else _bounded(value, timeout))
+            return value
+        finally:
+            reset_frame(token)
+
+    async def _observed_attempt(
+        self, task: Any, node_id: str, attempt: int, executor: Executor, call: Call
+    ) -> Any:
+        async def innermost() -> Any:
+            return await _bounded(executor.run(call), task.options.timeout)
+
+        run = _chain(self.plugins.middleware, innermost, task, call.args, call.kwargs)
+        tracer = self.plugins.tracer
+        if tracer is None:
+            return await run()
+        async with tracer.span(f"task:{task.name}", node=node_id, attempt=attempt):
+            return await run()
+
+
+def _chain(
+    middleware: tuple[Callable[..., Awaitable[Any]], ...],
+    innermost: Callable[[], Awaitable[Any]],
+    task: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Callable[[], Awaitable[Any]]:
+    """Compose middleware around ``innermost``; the first registered is outermost."""
+    call = innermost
+    for mw in reversed(middleware):
+        call = _wrap(mw, call, task, args, kwargs)
+    return call
+
+
+def _wrap(
+    mw: Callable[..., Awaitable[Any]],
+    inner: Callable[[], Awaitable[Any]],
+    task: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Callable[[], Awaitable[Any]]:
+    async def step() -> Any:
+        return await mw(inner, task, args, kwargs)
+
+    return step
+
+
+async def _bounded(work: Awaitable[Any], timeout: float | None) -> Any:
+    """Await ``work``, turning an elapsed ``timeout`` into :class:`_AttemptTimedOut`."""
+    if timeout is None:
+        return await work
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            return await work
+    except builtins.TimeoutError:
+        if scope.expired():
+            raise _AttemptTimedOut(timeout) from None
+        raise
+
+
+def _node_id(node: Any) -> str:
+    return node if isinstance(node, str) else str(node.id)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """What a final error carries as ``original``: the timeout as a builtin TimeoutError."""
+    if isinstance(exc, _AttemptTimedOut):
+        return builtins.TimeoutError(str(exc))
+    return exc
+
+
+def _backoff(base: float, jitter: float, attempt: int) -> float:
+    """Seconds to sleep before retry ``attempt`` (1-based): base * 2**(k-1) + U(0, jitter)."""
+    delay = base * 2 ** (attempt - 1)
+    if jitter:
+        delay += random.uniform(0, jitter)
+    return delay if math.isfinite(delay) else 0.0
+
+
+class FlowRunner:
+    """Runs one graph to completion under a failure policy and a concurrency bound."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        calls: CallRunner,
+        *,
+        policy: FailurePolicy,
+        max_concurrency: int | None,
+        max_dynamic_tasks: int,
+    ) -> None:
+        self.state = RunState(graph, max_dynamic_tasks=max_dynamic_tasks)
+        self.calls = calls
+        self.policy = policy
+        self._limit = max_concurrency if max_concurrency is not None else math.inf
+        self._workers = 0
+        self._in_task = 0
+        self._spawn_pending = False
+        self._tg: asyncio.TaskGroup | None = None
+        self._errors: list[TaskExecutionError] = []
+        self._first_error: TaskExecutionError | None = None
+        events = calls.plugins.events
+        self._events = events if events else None
+
+    async def run(self) -> RunState:
+        """Run every node; raise per the failure policy."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                if self.state.has_ready():
+                    self._start_worker()
+        except* _Abort:
+            pass
+        finally:
+            self._tg = None
+        if self._first_error is not None:
+            raise self._first_error
+        if not self.state.finished:
+            raise RuntimeError("auto_workflow internal error: the scheduler stalled")
+        self._fill_skipped_barriers()
+        if self._errors and self.policy is FailurePolicy.AGGREGATE:
+            raise AggregateTaskError(self._errors)
+        return self.state
+
+    def output(self, value: Any) -> Any:
+        """``value`` with every placeholder replaced by its node's result."""
+        return resolve(value, self.state.results)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        assert self._tg is not None
+        self._workers += 1
+        self._tg.create_task(self._worker())
+
+    def _want_worker(self) -> None:
+        if not self._spawn_pending and self._workers < self._limit:
+            self._spawn_pending = True
+            asyncio.get_running_loop().call_soon(self._maybe_spawn)
+
+    def _maybe_spawn(self) -> None:
+        """Runs when the loop gets control: add workers if all are stuck in tasks."""
+        self._spawn_pending = False
+        if self._tg is None or not self.state.has_ready():
+            return
+        idle = self._workers - self._in_task
+        if idle > 0:
+            return
+        room = self._limit - self._workers
+        for _ in range(int(min(room, max(1, self._in_task)))):
+            self._start_worker()
+
+    async def _worker(self) -> None:
+        state = self.state
+        ran = 0
+        try:
+            while True:
+                batch = state.pop_ready(1)
+                if not batch:
+                    return
+                node = batch[0]
+                if node.is_barrier:
+                    self._expand(node)
+                    continue
+                if state.has_ready():
+                    self._want_worker()
+                await self._run_node(node)
+                ran += 1
+                if ran % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        finally:
+            self._workers -= 1
+
+    async def _run_node(self, node: Node) -> None:
+        results = self.state.results
+        args, kwargs = node.args, node.kwargs
+        if node.needs_resolve:
+            args = resolve(args, results)
+            kwargs = resolve(kwargs, results)
+        self._in_task += 1
+        try:
+            value = await self._call(node, args, kwargs)
+        except TaskExecutionError as err:
+            self._in_task -= 1
+            self._on_failure(node, err)
+            return
+        except BaseException:
+            self._in_task -= 1
+            raise
+        self._in_task -= 1
+        self.state.done(node, value)
+        if self.state.has_ready():
+            self._want_worker()
+
+    async def _call(self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        events = self._events
+        if events is None:
+            return await self.calls.call(node.task, node, args, kwargs)
+        return await call_with_events(self.calls, events, node.task, node.id, args, kwargs)
+
+    def _on_failure(self, node: Node, err: TaskExecutionError) -> None:
+        skipped = self.state.fail(node, err)
+        self._errors.append(err)
+        for s in skipped:
+            self.state.set_result(s, _skip_error(s, node, err))
+        if self.policy is FailurePolicy.FAIL_FAST:
+            self._first_error = err
+            raise _Abort
+
+    def _expand(self, node: Node) -> None:
+        source = self.state.results[node.deps[0]]
+        try:
+            items = _items_of(node, source, self.state.max_dynamic_tasks)
+        except TaskExecutionError as err:
+            self._on_failure(node, err)
+            return
+        self.state.expand(node, items)
+
+    def _fill_skipped_barriers(self) -> None:
+        """A fan-out whose child failed shows its partial list, errors in place."""
+        for node, status in self.state.ended_nodes():
+            if node.is_barrier and status == SKIPPED and node.children is not None:
+                self.state.set_result(node, self.state.barrier_value(node))
+
+
+async def call_with_events(
+    calls: CallRunner,
+    events: Any,
+    task: Any,
+    node_id: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``calls.call`` bracketed by task_started and task_succeeded / task_failed events."""
+    base = {"flow": calls.base.flow_name, "run_id": calls.base.run_id, "task": task.name}
+    base["node"] = node_id
+    events.emit("task_started", {**base, "attempt": 1})
+    start = time.perf_counter()
+    try:
+        value = await calls.call(task, node_id, args, kwargs)
+    except TaskExecutionError as err:
+        ms = (time.perf_counter() - start) * 1000
+        events.emit(
+            "task_failed", {**base, "attempt": err.attempts, "duration_ms": ms, "error": repr(err)}
+        )
+        raise
+    ms = (time.perf_counter() - start) * 1000
+    events.emit("task_succeeded", {**base, "duration_ms": ms})
+    return value
+
+
+def _skip_error(skipped: Node, failed: Node, err: TaskExecutionError) -> UpstreamFailedError:
+    name = skipped.task.name if not skipped.is_barrier else f"fan_out({skipped.task.name})"
+    return UpstreamFailedError(
+        name,
+        err,
+        0,
+        message=f"task {name!r} ({skipped.id}) was skipped: upstream {failed.id} failed",
+    )
+
+
+def _items_of(node: Node, source: Any, limit: int) -> list[Any]:
+    """The elements a dynamic fan-out maps over, or a TaskExecutionError for the barrier."""
+    name = f"fan_out({node.task.name})"
+    try:
+        items = list(source)
+    except TypeError as exc:
+        err = TypeError(
+            f"{name}: the source result is a {type(source).__name__}, which is not iterable; "
+            "fan_out needs a list, tuple, set, generator or other iterable"
+        )
+        raise TaskExecutionError(name, err, 1) from exc
+    except Exception as exc:
+        raise TaskExecutionError(name, exc, 1) from exc
+    if len(items) > limit:
+        err2 = FanOutLimitError(
+            f"{name} would create {len(items)} tasks, more than max_dynamic_tasks={limit}; "
+            "raise the limit (config key max_dynamic_tasks) or batch the items"
+        )
+        raise TaskExecutionError(name, err2, 1)
+    return items
+
+
+def describe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate and copy ``params``."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping (dict); got {type(params).__name__}")
+    return dict(params)

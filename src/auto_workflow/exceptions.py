@@ -1,0 +1,133 @@
+"""The public error tree of auto_workflow.
+
+Every error the library raises on purpose derives from :class:`AutoWorkflowError`, and each
+also inherits the builtin it resembles, so ``except ValueError`` and friends keep working::
+
+    AutoWorkflowError (Exception)
+    ├── TaskExecutionError                      a task finally failed (task_name, original, attempts)
+    │   ├── TimeoutError (+ builtins.TimeoutError)   ... and its last attempt timed out
+    │   ├── RetryExhaustedError                 ... after all configured retries were used
+    │   └── UpstreamFailedError                 ... never ran: a dependency failed (continue/aggregate)
+    ├── AggregateTaskError                      failure_policy="aggregate": every task failure
+    ├── WorkerCrashedError (+ RuntimeError)     a process worker died while running a call
+    ├── SerializationError (+ TypeError)        a value could not cross a process boundary
+    ├── PlaceholderMisuseError (+ TypeError)    a build-time placeholder was used as a value
+    ├── FanOutLimitError (+ RuntimeError)       a dynamic fan-out exceeded max_dynamic_tasks
+    ├── ContextError (+ LookupError)            get_context() called outside a run
+    └── ArtifactNotFoundError (+ KeyError)      an artifact reference points at nothing
+
+This module depends on the standard library only.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+__all__ = [
+    "AggregateTaskError",
+    "ArtifactNotFoundError",
+    "AutoWorkflowError",
+    "ContextError",
+    "FanOutLimitError",
+    "PlaceholderMisuseError",
+    "RetryExhaustedError",
+    "SerializationError",
+    "TaskExecutionError",
+    "TimeoutError",
+    "UpstreamFailedError",
+    "WorkerCrashedError",
+]
+
+
+class AutoWorkflowError(Exception):
+    """Root of every error raised by auto_workflow."""
+
+
+class TaskExecutionError(AutoWorkflowError):
+    """A task failed for good.
+
+    Attributes:
+        task_name: The failing task's name.
+        original: The last underlying exception (also chained as ``__cause__``), or ``None``.
+        attempts: How many attempts ran (0 when the task never ran).
+    """
+
+    def __init__(
+        self,
+        task_name: str,
+        original: BaseException | None = None,
+        attempts: int = 1,
+        message: str | None = None,
+    ) -> None:
+        self.task_name = task_name
+        self.original = original
+        self.attempts = attempts
+        if message is None:
+            detail = f"{type(original).__name__}: {original}" if original is not None else "failed"
+            message = f"task {task_name!r} failed after {attempts} attempt(s): {detail}"
+        super().__init__(message)
+        if original is not None:
+            self.__cause__ = original
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.task_name, self.original, self.attempts, str(self)))
+
+
+class TimeoutError(TaskExecutionError, builtins.TimeoutError):  # noqa: A001 - the public name
+    """A task's last attempt exceeded its ``timeout``."""
+
+
+class RetryExhaustedError(TaskExecutionError):
+    """A task with ``retries`` configured failed on every attempt."""
+
+
+class UpstreamFailedError(TaskExecutionError):
+    """A task was skipped because a task it depends on failed.
+
+    ``original`` is the upstream task's :class:`TaskExecutionError`; ``attempts`` is 0.
+    """
+
+
+class AggregateTaskError(AutoWorkflowError):
+    """Raised by ``failure_policy="aggregate"`` after the run: every task failure, in order.
+
+    Attributes:
+        errors: The :class:`TaskExecutionError` of each task that failed (skips excluded).
+    """
+
+    def __init__(self, errors: Sequence[TaskExecutionError]) -> None:
+        self.errors: list[TaskExecutionError] = list(errors)
+        names = ", ".join(repr(e.task_name) for e in self.errors)
+        super().__init__(f"{len(self.errors)} task(s) failed: {names}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errors,))
+
+
+class WorkerCrashedError(AutoWorkflowError, RuntimeError):
+    """A process worker died (exit, signal, segfault) while it ran a task's call."""
+
+
+class SerializationError(AutoWorkflowError, TypeError):
+    """A task's arguments, result or error could not be serialized for another process."""
+
+
+class PlaceholderMisuseError(AutoWorkflowError, TypeError):
+    """A task's result placeholder was used as a concrete value while a flow was being built."""
+
+
+class FanOutLimitError(AutoWorkflowError, RuntimeError):
+    """A dynamic fan-out would create more tasks than ``max_dynamic_tasks`` allows."""
+
+
+class ContextError(AutoWorkflowError, LookupError):
+    """``get_context()`` was called outside a flow run or task execution."""
+
+
+class ArtifactNotFoundError(AutoWorkflowError, KeyError):
+    """An :class:`~auto_workflow.artifacts.ArtifactRef` points at no stored artifact."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message and wrap it in quotes.
+        return str(self.args[0]) if self.args else ""

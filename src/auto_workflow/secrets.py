@@ -1,0 +1,56 @@
+"""Secrets: ``secret(key)`` through the active provider (environment variables by default)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Protocol
+
+__all__ = [
+    "EnvSecrets",
+    "SecretsProvider",
+    "StaticMappingSecrets",
+    "secret",
+    "set_secrets_provider",
+]
+
+
+class SecretsProvider(Protocol):
+    """Anything with ``get(key) -> str | None``."""
+
+    def get(self, key: str) -> str | None: ...
+
+
+class EnvSecrets:
+    """Secrets from environment variables (the default)."""
+
+    def get(self, key: str) -> str | None:
+        """The environment variable ``key``, or ``None``."""
+        return os.environ.get(key)
+
+
+class StaticMappingSecrets:
+    """Secrets from a fixed mapping (tests, local runs)."""
+
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self._mapping = dict(mapping)
+
+    def get(self, key: str) -> str | None:
+        """The value for ``key``, or ``None``."""
+        return self._mapping.get(key)
+
+
+_provider: SecretsProvider = EnvSecrets()
+
+
+def set_secrets_provider(provider: SecretsProvider) -> None:
+    """Make ``provider`` the active secrets provider."""
+    global _provider
+    if not callable(getattr(provider, "get", None)):
+        raise TypeError("a secrets provider needs a get(key) method")
+    _provider = provider
+
+
+def secret(key: str) -> str | None:
+    """The secret ``key`` from the active provider, or ``None``."""
+    return _provider.get(key)
