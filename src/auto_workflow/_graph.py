@@ -144,7 +144,7 @@ class Graph:
             task,
             args,
             kwargs,
-            tuple(deps),
+            tuple(sorted(deps)) if len(deps) > 1 else tuple(deps),
             priority=task.options.priority,
             group=group,
             needs_resolve=found,

@@ -1,0 +1,68 @@
+"""Shared fixtures: every test is checked for leaked threads and child processes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from auto_workflow import _executors, _plugins
+
+
+def _children() -> set[int]:
+    """Pids of this process's live children (from /proc; Linux only)."""
+    pids: set[int] = set()
+    for path in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        try:
+            pids.update(int(p) for p in path.read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _pool_pids() -> set[int]:
+    """Pids of the shared process pool's workers: reused across tests on purpose."""
+    pool = getattr(_executors, "_POOL", None)
+    pids = getattr(pool, "worker_pids", None)
+    return set(pids()) if callable(pids) else set()
+
+
+def _wait_for(predicate: object, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return bool(predicate())  # type: ignore[operator]
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves threads or child processes behind."""
+    threads_before = set(threading.enumerate())
+    yield
+
+    def extra_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t not in threads_before and t.is_alive()}
+
+    def extra_children() -> set[int]:
+        return _children() - _pool_pids()
+
+    _wait_for(lambda: not extra_threads(), 3.0)
+    _wait_for(lambda: not extra_children(), 3.0)
+    leaked_threads = extra_threads()
+    leaked_children = extra_children()
+    assert not leaked_threads, f"test leaked threads: {sorted(t.name for t in leaked_threads)}"
+    assert not leaked_children, f"test leaked child processes: {sorted(leaked_children)}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins() -> Iterator[None]:
+    """Each test starts with default plugins (no subscribers, middleware, tracer)."""
+    _plugins.DEFAULTS.__init__()  # type: ignore[misc]
+    yield
+    _plugins.DEFAULTS.__init__()  # type: ignore[misc]

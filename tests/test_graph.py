@@ -1,0 +1,209 @@
+"""The graph state is pure: these tests drive it without an event loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from auto_workflow import task
+from auto_workflow._graph import DONE, FAILED, SKIPPED, Graph, Group, Placeholder, RunState
+from auto_workflow.exceptions import PlaceholderMisuseError
+
+
+def _fn(*args: Any) -> Any:
+    return args
+
+
+A = task(name="a")(_fn)
+B = task(name="b", priority=5)(_fn)
+C = task(name="c", priority=-1)(_fn)
+
+
+def test_placeholders_in_nested_arguments_become_dependencies() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    y = g.add(A, (), {})
+    z = g.add(A, ([x, (1, {"k": {y}})],), {"kw": {"n": x}})
+    node = g.nodes[z._index]
+    assert node.deps == (0, 1)
+    assert node.needs_resolve
+
+
+def test_scalar_arguments_need_no_resolution() -> None:
+    g = Graph("f")
+    p = g.add(A, (1, "s", None), {})
+    assert not g.nodes[p._index].needs_resolve
+    assert g.nodes[p._index].deps == ()
+
+
+def test_ready_queue_orders_by_priority_then_build_order() -> None:
+    g = Graph("f")
+    for t in (A, C, B, A, B):
+        g.add(t, (), {})
+    state = RunState(g)
+    order = [n.index for n in state.pop_ready(10)]
+    assert order == [2, 4, 0, 3, 1]
+
+
+def test_done_releases_dependents_only_when_all_dependencies_ended() -> None:
+    g = Graph("f")
+    x, y = g.add(A, (), {}), g.add(A, (), {})
+    g.add(A, (x, y), {})
+    state = RunState(g)
+    first, second = state.pop_ready(2)
+    state.done(first, 1)
+    assert state.pop_ready(5) == []
+    state.done(second, 2)
+    (third,) = state.pop_ready(5)
+    assert third.index == 2
+    state.done(third, 3)
+    assert state.finished
+
+
+def test_fail_skips_every_descendant_and_nothing_else() -> None:
+    g = Graph("f")
+    root = g.add(A, (), {})
+    other = g.add(A, (), {})
+    mid = g.add(A, (root,), {})
+    g.add(A, (mid, other), {})
+    g.add(A, (other,), {})
+    state = RunState(g)
+    nodes = state.pop_ready(2)
+    skipped = state.fail(nodes[0], RuntimeError("x"))
+    assert sorted(n.index for n in skipped) == [2, 3]
+    state.done(nodes[1], 1)
+    (last,) = state.pop_ready(5)
+    assert last.index == 4
+    state.done(last, 2)
+    assert state.finished
+    assert [state.status(i) for i in range(5)] == [FAILED, DONE, SKIPPED, SKIPPED, DONE]
+
+
+def test_group_limit_holds_back_siblings() -> None:
+    g = Graph("f")
+    group = Group(2)
+    for _ in range(5):
+        g.add(A, (), {}, group=group)
+    state = RunState(g)
+    running = state.pop_ready(10)
+    assert len(running) == 2
+    state.done(running[0], None)
+    more = state.pop_ready(10)
+    assert [n.index for n in more] == [2]
+
+
+def test_expand_adds_children_and_barrier_ends_with_their_results() -> None:
+    g = Graph("f")
+    src = g.add(A, (), {})
+    fan = g.add_barrier(B, src, None)
+    g.add(A, (fan,), {})
+    state = RunState(g)
+    (s,) = state.pop_ready(1)
+    state.done(s, [10, 20])
+    (barrier,) = state.pop_ready(1)
+    assert barrier.is_barrier
+    children = state.expand(barrier, [10, 20])
+    assert [c.args for c in children] == [(10,), (20,)]
+    popped = state.pop_ready(5)
+    for node, value in zip(popped, [11, 21], strict=True):
+        state.done(node, value)
+    assert state.results[fan._index] == [11, 21]
+    (consumer,) = state.pop_ready(5)
+    assert consumer.deps == (fan._index,)
+
+
+def test_empty_expansion_ends_the_barrier_at_once() -> None:
+    g = Graph("f")
+    src = g.add(A, (), {})
+    fan = g.add_barrier(B, src, 3)
+    state = RunState(g)
+    state.done(state.pop_ready(1)[0], [])
+    (barrier,) = state.pop_ready(1)
+    state.expand(barrier, [])
+    assert state.results[fan._index] == []
+    assert state.finished
+
+
+def test_long_chains_complete_without_recursion() -> None:
+    g = Graph("f")
+    p = g.add(A, (), {})
+    for _ in range(50_000):
+        p = g.add(A, (p,), {})
+    state = RunState(g)
+    while not state.finished:
+        (node,) = state.pop_ready(1)
+        state.done(node, node.index)
+    assert state.results[-1] == 50_000
+
+
+def test_long_failure_cascade_does_not_recurse() -> None:
+    g = Graph("f")
+    p = g.add(A, (), {})
+    for _ in range(50_000):
+        p = g.add(A, (p,), {})
+    state = RunState(g)
+    skipped = state.fail(state.pop_ready(1)[0], RuntimeError())
+    assert len(skipped) == 50_000
+    assert state.finished
+
+
+@pytest.mark.parametrize(
+    "misuse",
+    [
+        bool,
+        len,
+        iter,
+        int,
+        float,
+        str,
+        lambda p: p + 1,
+        lambda p: 1 - p,
+        lambda p: p * 2,
+        lambda p: p < 3,
+        lambda p: p[0],
+        lambda p: 3 in p,
+        lambda p: f"{p}",
+        lambda p: -p,
+    ],
+)
+def test_placeholder_used_as_a_value_explains_itself(misuse: Any) -> None:
+    g = Graph("f")
+    p = g.add(A, (), {})
+    with pytest.raises(PlaceholderMisuseError, match="only when the flow runs"):
+        misuse(p)
+
+
+def test_placeholder_repr_and_hash_work() -> None:
+    g = Graph("f")
+    p = g.add(A, (), {})
+    assert repr(p) == "<result of a:0>"
+    assert {p: 1}[p] == 1
+
+
+def test_placeholder_from_another_graph_is_rejected() -> None:
+    other = Graph("other").add(A, (), {})
+    with pytest.raises(PlaceholderMisuseError, match="another flow run"):
+        Graph("f").add(A, (other,), {})
+
+
+def test_views_derive_from_one_model() -> None:
+    g = Graph("etl")
+    src = g.add(A, (), {})
+    fan = g.add_barrier(B, src, 4)
+    g.add(C, (fan,), {})
+    described = g.describe()
+    json.dumps(described)
+    assert described["flow"] == "etl"
+    assert described["count"] == 3
+    assert [n["id"] for n in described["nodes"]] == ["a:0", "fanout:1", "c:2"]
+    assert described["nodes"][1]["kind"] == "fanout"
+    assert described["nodes"][1]["max_concurrency"] == 4
+    assert described["nodes"][2]["upstream"] == ["fanout:1"]
+    assert g.adjacency() == {"a:0": ["fanout:1"], "fanout:1": ["c:2"], "c:2": []}
+    dot = g.to_dot()
+    assert dot.startswith('digraph "etl" {')
+    assert '"a:0" -> "fanout:1";' in dot
+    assert '"fanout:1" -> "c:2";' in dot
+

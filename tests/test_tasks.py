@@ -1,0 +1,221 @@
+"""Tasks called directly (outside a flow): retries, backoff, timeouts, errors, context."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from typing import Any
+
+import pytest
+
+from auto_workflow import get_context, task
+from auto_workflow import _runner as runner_module
+from auto_workflow.exceptions import (
+    ContextError,
+    RetryExhaustedError,
+    TaskExecutionError,
+    TimeoutError,
+)
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+def test_direct_call_runs_now_and_returns_the_value() -> None:
+    assert add(1, 2) == 3
+    assert async_add(2, 3) == 5
+
+
+async def test_direct_call_works_while_a_loop_runs_in_the_thread() -> None:
+    # e.g. Jupyter: a sync call from inside a running loop must not fail or deadlock
+    assert add(4, 5) == 9
+    assert async_add(1, 1) == 2
+
+
+async def test_async_code_can_await_a_task_run() -> None:
+    assert await async_add.run_async(20, 22) == 42
+    assert await add.run_async(1, 1) == 2
+
+
+def test_retries_then_success_counts_attempts() -> None:
+    calls: list[int] = []
+
+    @task(retries=3)
+    def flaky() -> str:
+        calls.append(get_context().attempt)
+        if len(calls) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    assert flaky() == "ok"
+    assert calls == [1, 2, 3]
+
+
+def test_retries_exhausted_carries_original_and_attempts() -> None:
+    @task(retries=2)
+    def broken() -> None:
+        raise ValueError("bad row")
+
+    with pytest.raises(RetryExhaustedError) as info:
+        broken()
+    err = info.value
+    assert err.task_name == "broken"
+    assert err.attempts == 3
+    assert isinstance(err.original, ValueError)
+    assert err.__cause__ is err.original
+
+
+def test_failure_without_retries_is_plain_task_execution_error() -> None:
+    @task
+    def broken() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(TaskExecutionError) as info:
+        broken()
+    assert type(info.value) is TaskExecutionError
+    assert info.value.attempts == 1
+    assert isinstance(info.value.original, KeyError)
+
+
+def test_backoff_sequence_doubles_and_skips_the_last_sleep(monkeypatch: Any) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float, *args: Any) -> Any:
+        slept.append(delay)
+        return await real_sleep(0)
+
+    monkeypatch.setattr(runner_module.asyncio, "sleep", fake_sleep)
+
+    @task(retries=3, retry_backoff=1.5)
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    with pytest.raises(RetryExhaustedError):
+        broken()
+    assert [d for d in slept if d] == [1.5, 3.0, 6.0]
+
+
+def test_jitter_is_added_within_its_bound(monkeypatch: Any) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float, *args: Any) -> Any:
+        slept.append(delay)
+        return await real_sleep(0)
+
+    monkeypatch.setattr(runner_module.asyncio, "sleep", fake_sleep)
+
+    @task(retries=4, retry_backoff=1.0, retry_jitter=0.5)
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    with pytest.raises(RetryExhaustedError):
+        broken()
+    delays = [d for d in slept if d]
+    assert len(delays) == 4
+    for k, delay in enumerate(delays, start=1):
+        assert 2 ** (k - 1) <= delay <= 2 ** (k - 1) + 0.5
+
+
+def test_real_backoff_waits_roughly_as_configured() -> None:
+    @task(retries=2, retry_backoff=0.1)
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    start = time.monotonic()
+    with pytest.raises(RetryExhaustedError):
+        broken()
+    elapsed = time.monotonic() - start
+    assert 0.28 <= elapsed < 2.0  # 0.1 + 0.2, generous upper bound for a noisy machine
+
+
+def test_async_timeout_cancels_the_attempt_and_raises_timeout_error() -> None:
+    cancelled: list[bool] = []
+
+    @task(timeout=0.1)
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    start = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        slow()
+    assert time.monotonic() - start < 5
+    assert cancelled == [True]
+    assert isinstance(info.value, builtins.TimeoutError)
+    assert isinstance(info.value, TaskExecutionError)
+    assert info.value.task_name == "slow"
+
+
+def test_timeouts_are_retried_and_last_one_decides_the_error() -> None:
+    attempts: list[int] = []
+
+    @task(timeout=0.05, retries=2)
+    async def slow() -> None:
+        attempts.append(get_context().attempt)
+        await asyncio.sleep(10)
+
+    with pytest.raises(TimeoutError) as info:
+        slow()
+    assert attempts == [1, 2, 3]
+    assert info.value.attempts == 3
+
+
+def test_timeout_then_success_on_retry() -> None:
+    attempts: list[int] = []
+
+    @task(timeout=0.1, retries=1)
+    async def sometimes_slow() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            await asyncio.sleep(10)
+        return "done"
+
+    assert sometimes_slow() == "done"
+
+
+def test_users_own_timeout_error_is_not_mistaken_for_ours() -> None:
+    @task(timeout=5)
+    async def raises_builtin_timeout() -> None:
+        raise builtins.TimeoutError("socket timed out")
+
+    with pytest.raises(TaskExecutionError) as info:
+        raises_builtin_timeout()
+    assert not isinstance(info.value, TimeoutError)
+    assert str(info.value.original) == "socket timed out"
+
+
+def test_get_context_outside_a_run_is_a_clear_error() -> None:
+    with pytest.raises(ContextError, match="outside a run"):
+        get_context()
+
+
+def test_get_context_in_a_direct_call() -> None:
+    @task(name="who")
+    def who() -> tuple[Any, ...]:
+        ctx = get_context()
+        return ctx.task_name, ctx.flow_name, ctx.attempt, bool(ctx.run_id)
+
+    assert who() == ("who", None, 1, True)
+
+
+def test_keyboard_interrupt_in_a_task_is_not_swallowed() -> None:
+    @task(retries=3)
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
