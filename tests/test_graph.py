@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from auto_workflow import task
-from auto_workflow._graph import DONE, FAILED, SKIPPED, Graph, Group, Placeholder, RunState
+from auto_workflow._graph import DONE, FAILED, SKIPPED, Graph, Group, RunState
 from auto_workflow.exceptions import PlaceholderMisuseError
 
 
@@ -206,4 +206,3 @@ def test_views_derive_from_one_model() -> None:
     assert dot.startswith('digraph "etl" {')
     assert '"a:0" -> "fanout:1";' in dot
     assert '"fanout:1" -> "c:2";' in dot
-

@@ -61,7 +61,7 @@ def _run_in_helper_thread(work: Coroutine[Any, Any, T]) -> T:
     def target() -> None:
         try:
             outcome.append((True, asyncio.run(work)))
-        except BaseException as exc:  # handed back to the caller's thread below
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             outcome.append((False, exc))
 
     thread = threading.Thread(target=target, name="auto_workflow-sync-call", daemon=True)
@@ -248,8 +248,19 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
 
 _TASK_OPTIONS = frozenset(
-    "name retries retry_backoff retry_jitter timeout cache_ttl cache_key_fn run_in persist "
-    "priority tags".split()
+    {
+        "name",
+        "retries",
+        "retry_backoff",
+        "retry_jitter",
+        "timeout",
+        "cache_ttl",
+        "cache_key_fn",
+        "run_in",
+        "persist",
+        "priority",
+        "tags",
+    }
 )
 
 

@@ -327,11 +327,12 @@ def _arith(name: str) -> Callable[..., Any]:
     return method
 
 
-for _name in (
+_ARITHMETIC = (
     "add sub mul truediv floordiv mod pow matmul and or xor lshift rshift divmod "
     "radd rsub rmul rtruediv rfloordiv rmod rpow rmatmul rand ror rxor rlshift rrshift "
     "neg pos abs invert round"
-).split():
+)
+for _name in _ARITHMETIC.split():
     setattr(Placeholder, f"__{_name}__", _arith(_name))
 
 

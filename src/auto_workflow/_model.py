@@ -42,11 +42,13 @@ class FailurePolicy(enum.StrEnum):
     @classmethod
     def coerce(cls, value: object) -> FailurePolicy:
         """Accept a member or its plain string; reject anything else with the valid choices."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"failure_policy must be one of {allowed}; got {value!r}") from None
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"failure_policy must be one of {allowed}; got {value!r}")
 
 
 def _is_number(value: object) -> bool:

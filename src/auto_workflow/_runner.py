@@ -214,7 +214,7 @@ class CallRunner:
         while True:
             try:
                 return await self._attempt(task, node, attempt, args, kwargs)
-            except (_AttemptTimedOut, Exception) as exc:
+            except Exception as exc:  # noqa: BLE001 - user code: any failure is retried or wrapped
                 if attempt >= total or isinstance(exc, SerializationError):
                     raise self._final_error(task, exc, attempt) from _cause(exc)
                 self._on_retry(task, node, attempt, exc)
@@ -234,7 +234,7 @@ class CallRunner:
         self._count("task_retries", task)
         events = self.plugins.events
         if events.wants("task_retry"):
-            payload = self._payload(task, _node(node), attempt)
+            payload = self._payload(task, _node_id(node), attempt)
             payload["error"] = repr(_cause(exc))
             events.emit("task_retry", payload)
 
@@ -315,16 +315,16 @@ def _wrap(
     return step
 
 
-async def _bounded(work: Awaitable[Any], timeout: float | None) -> Any:
-    """Await ``work``, turning an elapsed ``timeout`` into :class:`_AttemptTimedOut`."""
-    if timeout is None:
+async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:
+    """Await ``work``, turning an elapsed limit of ``seconds`` into :class:`_AttemptTimedOut`."""
+    if seconds is None:
         return await work
     try:
-        async with asyncio.timeout(timeout) as scope:
+        async with asyncio.timeout(seconds) as scope:
             return await work
     except builtins.TimeoutError:
         if scope.expired():
-            raise _AttemptTimedOut(timeout) from None
+            raise _AttemptTimedOut(seconds) from None
         raise
 
 

@@ -4,10 +4,10 @@ Every error the library raises on purpose derives from :class:`AutoWorkflowError
 also inherits the builtin it resembles, so ``except ValueError`` and friends keep working::
 
     AutoWorkflowError (Exception)
-    ├── TaskExecutionError                      a task finally failed (task_name, original, attempts)
+    ├── TaskExecutionError                      a task failed (task_name, original, attempts)
     │   ├── TimeoutError (+ builtins.TimeoutError)   ... and its last attempt timed out
     │   ├── RetryExhaustedError                 ... after all configured retries were used
-    │   └── UpstreamFailedError                 ... never ran: a dependency failed (continue/aggregate)
+    │   └── UpstreamFailedError                 ... never ran: a dependency failed
     ├── AggregateTaskError                      failure_policy="aggregate": every task failure
     ├── WorkerCrashedError (+ RuntimeError)     a process worker died while running a call
     ├── SerializationError (+ TypeError)        a value could not cross a process boundary
@@ -74,7 +74,7 @@ class TaskExecutionError(AutoWorkflowError):
         return (type(self), (self.task_name, self.original, self.attempts, str(self)))
 
 
-class TimeoutError(TaskExecutionError, builtins.TimeoutError):  # noqa: A001 - the public name
+class TimeoutError(TaskExecutionError, builtins.TimeoutError):
     """A task's last attempt exceeded its ``timeout``."""
 
 

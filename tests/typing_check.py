@@ -1,0 +1,31 @@
+"""Checked by mypy (see pyproject), not run: @task keeps signatures for type checkers."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from auto_workflow import TaskDefinition, fan_out, task
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task(retries=2, run_in="thread")
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+def check() -> None:
+    assert_type(add(1, 2), int)
+    assert_type(fetch("x"), bytes)
+    assert_type(fan_out(fetch, ["a", "b"]), list[bytes])
+    assert_type(add.with_options(priority=3)(1, 2), int)
+    plain: TaskDefinition[[int, int], int] = add
+    assert_type(plain(3, 4), int)
+
+
+async def check_async() -> None:
+    assert_type(await fetch.run_async("x"), bytes)
+    assert_type(await add.run_async(1, 2), int)
