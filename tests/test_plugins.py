@@ -1,0 +1,256 @@
+"""The seams around each call: cache, artifacts, middleware, events, tracing, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from auto_workflow import flow, subscribe, task
+from auto_workflow import middleware as mw_registry
+from auto_workflow.artifacts import ArtifactRef, get_store
+from auto_workflow.exceptions import ArtifactNotFoundError, TaskExecutionError
+from auto_workflow.metrics_provider import InMemoryMetrics, set_metrics_provider
+from auto_workflow.tracing import set_tracer
+
+
+def test_cached_task_runs_once_within_ttl() -> None:
+    calls: list[int] = []
+
+    @task(cache_ttl=60)
+    def expensive(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    assert expensive(1) == 10
+    assert expensive(1) == 10
+    assert expensive(2) == 20
+    assert calls == [1, 2]
+
+
+def test_cache_ttl_zero_never_hits() -> None:
+    calls: list[int] = []
+
+    @task(cache_ttl=0)
+    def fresh(x: int) -> int:
+        calls.append(x)
+        return x
+
+    fresh(1)
+    fresh(1)
+    assert calls == [1, 1]
+
+
+def test_failures_are_not_cached() -> None:
+    calls: list[int] = []
+
+    @task(cache_ttl=60)
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first time")
+        return 5
+
+    with pytest.raises(TaskExecutionError):
+        flaky()
+    assert flaky() == 5
+    assert flaky() == 5
+    assert len(calls) == 2
+
+
+def test_cache_key_fn_replaces_the_default_key() -> None:
+    calls: list[str] = []
+
+    def by_first_letter(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return args[0][0]
+
+    @task(cache_ttl=60, cache_key_fn=by_first_letter)
+    def greet(name: str) -> str:
+        calls.append(name)
+        return f"hi {name}"
+
+    assert greet("ann") == "hi ann"
+    assert greet("amy") == "hi ann"
+    assert calls == ["ann"]
+
+
+def test_persisted_result_is_a_ref_that_downstream_can_resolve() -> None:
+    @task(persist=True)
+    def large() -> bytes:
+        return b"binary-payload" * 1024
+
+    @task
+    def size(ref: ArtifactRef) -> int:
+        return len(get_store().get(ref))
+
+    @flow
+    def f() -> Any:
+        ref = large()
+        return ref, size(ref)
+
+    ref, n = f.run()
+    assert isinstance(ref, ArtifactRef)
+    assert n == len(b"binary-payload") * 1024
+    assert large() != ref  # a direct call persists a new artifact
+
+
+def test_missing_artifact_is_a_key_error_naming_the_key() -> None:
+    with pytest.raises(KeyError) as info:
+        get_store().get(ArtifactRef("nope"))
+    assert isinstance(info.value, ArtifactNotFoundError)
+    assert "nope" in str(info.value)
+
+
+def test_middleware_wraps_each_call_outermost_first() -> None:
+    seen: list[str] = []
+
+    async def outer(next_call: Any, task_def: Any, args: Any, kwargs: Any) -> Any:
+        seen.append(f"outer>{task_def.name}{args}")
+        result = await next_call()
+        seen.append("outer<")
+        return result
+
+    async def inner(next_call: Any, task_def: Any, args: Any, kwargs: Any) -> Any:
+        seen.append("inner>")
+        return (await next_call()) + 1
+
+    mw_registry.register(outer)
+    mw_registry.register(inner)
+
+    @task
+    def one(x: int) -> int:
+        return x
+
+    assert one(1) == 2
+    assert seen == ["outer>one(1,)", "inner>", "outer<"]
+    mw_registry.clear()
+    assert one(1) == 1
+
+
+def test_events_are_emitted_and_a_raising_subscriber_never_breaks_a_run() -> None:
+    received: list[tuple[str, dict[str, Any]]] = []
+
+    def record(name: str, payload: dict[str, Any]) -> None:
+        received.append((name, payload))
+
+    def broken(name: str, payload: dict[str, Any]) -> None:
+        raise RuntimeError("subscriber bug")
+
+    names = ("flow_started", "flow_completed", "task_started", "task_retry", "task_succeeded")
+    for name in names:
+        subscribe(name, broken)
+        subscribe(name, record)
+
+    attempts: list[int] = []
+
+    @task(retries=1)
+    def flaky() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("once")
+        return 1
+
+    @flow(name="evented")
+    def f() -> Any:
+        return flaky()
+
+    assert f.run() == 1
+    kinds = [name for name, _ in received]
+    assert kinds == [
+        "flow_started",
+        "task_started",
+        "task_retry",
+        "task_succeeded",
+        "flow_completed",
+    ]
+    started = received[1][1]
+    assert started["flow"] == "evented"
+    assert started["task"] == "flaky"
+    assert started["node"] == "flaky:0"
+    assert started["run_id"] == received[0][1]["run_id"]
+    assert received[2][1]["attempt"] == 1
+    assert "duration_ms" in received[3][1]
+
+
+def test_task_failed_event_carries_the_error() -> None:
+    failures: list[dict[str, Any]] = []
+    subscribe("task_failed", lambda name, payload: failures.append(payload))
+
+    @task
+    def bad() -> None:
+        raise ValueError("x")
+
+    with pytest.raises(TaskExecutionError):
+        bad()
+    assert failures[0]["task"] == "bad"
+    assert "ValueError" in failures[0]["error"]
+
+
+def test_unsubscribe_stops_delivery() -> None:
+    got: list[str] = []
+    stop = subscribe("task_started", lambda name, payload: got.append(name))
+
+    @task
+    def t() -> None:
+        return None
+
+    t()
+    stop()
+    t()
+    assert got == ["task_started"]
+
+
+class RecordingTracer:
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, dict[str, Any]]] = []
+
+    @contextlib.asynccontextmanager
+    async def span(self, name: str, **attrs: Any) -> AsyncIterator[None]:
+        self.spans.append((name, attrs))
+        yield
+
+
+def test_tracer_sees_flow_and_task_spans() -> None:
+    tracer = RecordingTracer()
+    set_tracer(tracer)
+
+    @task
+    def a() -> int:
+        return 1
+
+    @flow(name="traced")
+    def f() -> Any:
+        return a()
+
+    f.run()
+    names = [n for n, _ in tracer.spans]
+    assert names == ["flow:traced", "task:a"]
+    assert tracer.spans[1][1] == {"node": "a:0", "attempt": 1}
+    assert "run_id" in tracer.spans[0][1]
+    set_tracer(None)
+
+
+def test_in_memory_metrics_count_successes_failures_retries_and_cache() -> None:
+    metrics = InMemoryMetrics()
+    set_metrics_provider(metrics)
+
+    @task(cache_ttl=60)
+    def cached(x: int) -> int:
+        return x
+
+    @task(retries=1)
+    def bad() -> None:
+        raise RuntimeError("no")
+
+    cached(1)
+    cached(1)
+    with pytest.raises(TaskExecutionError):
+        bad()
+    assert metrics.counters["tasks_succeeded"] == 2
+    assert metrics.counters["tasks_failed"] == 1
+    assert metrics.counters["task_retries"] == 1
+    assert metrics.counters["cache_hits"] == 1
+    assert metrics.counters["cache_sets"] == 1
+    assert len(metrics.histograms["task_duration_ms"]) == 2
