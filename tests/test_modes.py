@@ -245,7 +245,7 @@ async def test_cancelling_run_async_kills_process_workers(tmp_path: Path) -> Non
 
     run = asyncio.ensure_future(f.run_async())
     deadline = time.monotonic() + 20
-    while not beat.exists() and time.monotonic() < deadline:
+    while not beat.exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - another process writes it
         await asyncio.sleep(0.05)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
