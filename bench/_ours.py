@@ -1,0 +1,129 @@
+"""auto_workflow's side of each benchmark case; run by ``run.py`` in a fresh process.
+
+Each timed call is ``some_flow.run(...)``: building the graph and running it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from functools import partial
+from typing import Any
+
+import _harness
+from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, Params, spin
+from auto_workflow import fan_out, flow, task
+
+
+@task
+async def inc(x: int) -> int:
+    return x + 1
+
+
+@task
+async def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@task
+async def source(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+async def seed(i: int) -> int:
+    return i
+
+
+@task
+async def add(a: int, b: int) -> int:
+    return (a + b) % LAYER_MODULO
+
+
+@task(run_in="thread")
+def nap(i: int) -> int:
+    time.sleep(SLEEP_SECONDS)
+    return i
+
+
+# Wraps the shared module-level function rather than decorating one here, so that this side
+# and the raw ProcessPoolExecutor ship the very same function (pickled by reference).
+spin_task = task(run_in="process")(spin)
+
+
+@flow
+def wide(n: int) -> int:
+    return total(fan_out(inc, range(n)))
+
+
+@flow
+def chain(n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = inc(x)
+    return x
+
+
+@flow
+def dynamic(n: int) -> int:
+    return total(fan_out(inc, source(n)))
+
+
+@flow
+def layered(layers: int, width: int) -> list[int]:
+    layer = [seed(i) for i in range(width)]
+    for _ in range(layers - 1):
+        layer = [add(layer[i], layer[(i + 1) % width]) for i in range(width)]
+    return layer
+
+
+@flow
+def naps(n: int) -> list[int]:
+    return fan_out(nap, range(n))
+
+
+@flow
+def spins(n: int, work: int) -> list[int]:
+    return fan_out(spin_task, [work] * n)
+
+
+def _wide(p: Params, _: ExitStack) -> Callable[[], Any]:
+    return partial(wide.run, p.n)
+
+
+def _chain(p: Params, _: ExitStack) -> Callable[[], Any]:
+    return partial(chain.run, p.n)
+
+
+def _dynamic(p: Params, _: ExitStack) -> Callable[[], Any]:
+    return partial(dynamic.run, p.n)
+
+
+def _layered(p: Params, _: ExitStack) -> Callable[[], Any]:
+    return partial(layered.run, p.layers, p.width)
+
+
+def _thread_sleep(p: Params, _: ExitStack) -> Callable[[], Any]:
+    return partial(naps.run, p.n, max_concurrency=THREAD_CONCURRENCY)
+
+
+def _process(p: Params, _: ExitStack) -> Callable[[], Any]:
+    # Warm-up outside the timed region: one call per worker starts every worker of the
+    # shared process pool (default size: one per CPU), which later runs reuse.
+    spins.run(os.cpu_count() or 1, 1)
+    return partial(spins.run, p.n, p.work)
+
+
+CASES: dict[str, _harness.Prepare] = {
+    "wide": _wide,
+    "chain": _chain,
+    "dynamic": _dynamic,
+    "layered": _layered,
+    "thread_sleep": _thread_sleep,
+    "process": _process,
+}
+
+if __name__ == "__main__":
+    _harness.main(CASES)
