@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from auto_workflow._config import get_config
 from auto_workflow._context import RunContext, TaskFrame, reset_frame, set_frame
 from auto_workflow._executors import (
     AsyncExecutor,
@@ -125,7 +126,8 @@ class CallRunner:
                 self._thread = ThreadExecutor(self._thread_workers)
             return self._thread
         if self._process is None:
-            self._process = ProcessExecutor(get_process_pool())
+            workers = get_config().process_pool_max_workers
+            self._process = ProcessExecutor(get_process_pool(workers))
         return self._process
 
     # -- one call --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ also inherits the builtin it resembles, so ``except ValueError`` and friends kee
     │   └── UpstreamFailedError                 ... never ran: a dependency failed
     ├── AggregateTaskError                      failure_policy="aggregate": every task failure
     ├── WorkerCrashedError (+ RuntimeError)     a process worker died while running a call
+    ├── RemoteTaskError (+ RuntimeError)        stands in for an unpicklable worker exception
     ├── SerializationError (+ TypeError)        a value could not cross a process boundary
     ├── PlaceholderMisuseError (+ TypeError)    a build-time placeholder was used as a value
     ├── FanOutLimitError (+ RuntimeError)       a dynamic fan-out exceeded max_dynamic_tasks
@@ -31,6 +32,7 @@ __all__ = [
     "ContextError",
     "FanOutLimitError",
     "PlaceholderMisuseError",
+    "RemoteTaskError",
     "RetryExhaustedError",
     "SerializationError",
     "TaskExecutionError",
@@ -107,6 +109,26 @@ class AggregateTaskError(AutoWorkflowError):
 
 class WorkerCrashedError(AutoWorkflowError, RuntimeError):
     """A process worker died (exit, signal, segfault) while it ran a task's call."""
+
+
+class RemoteTaskError(AutoWorkflowError, RuntimeError):
+    """Stands in for an exception raised in a worker process that could not be sent back.
+
+    Attributes:
+        type_name: The original exception's type, qualified by its module.
+        remote_message: ``str()`` of the original exception.
+        remote_traceback: The traceback formatted in the worker.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        args = (self.type_name, self.remote_message, self.remote_traceback)
+        return (type(self), args, self.__dict__)
 
 
 class SerializationError(AutoWorkflowError, TypeError):
