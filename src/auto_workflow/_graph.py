@@ -46,13 +46,19 @@ _ATOMS: Final = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 class TaskLike(Protocol):
-    """What the graph needs to know of a task definition."""
+    """What the engine needs of a task definition."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def options(self) -> TaskOptions: ...
+
+    @property
+    def fn(self) -> Callable[..., Any]: ...
+
+    @property
+    def is_async(self) -> bool: ...
 
 
 class Group:

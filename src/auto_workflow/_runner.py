@@ -40,8 +40,9 @@ from auto_workflow._executors import (
     ThreadExecutor,
     get_process_pool,
 )
-from auto_workflow._graph import SKIPPED, Graph, Node, RunState, resolve
+from auto_workflow._graph import SKIPPED, Graph, Node, RunState, TaskLike, resolve
 from auto_workflow._model import FailurePolicy, RunIn
+from auto_workflow._plugins import ArtifactRef
 from auto_workflow.exceptions import (
     AggregateTaskError,
     FanOutLimitError,
@@ -53,8 +54,8 @@ from auto_workflow.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from auto_workflow._graph import TaskLike
     from auto_workflow._plugins import Plugins
+
 
 __all__ = ["CallRunner", "FlowRunner", "call_with_events", "new_run_id"]
 
@@ -133,7 +134,7 @@ class CallRunner:
     # -- one call --------------------------------------------------------------------------
 
     async def call(
-        self, task: Any, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Run one call of ``task`` to its final value (or ArtifactRef).
 
@@ -154,7 +155,7 @@ class CallRunner:
         return value
 
     async def _call(
-        self, task: Any, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         opts = task.options
         if opts.cache_ttl is None:
@@ -175,40 +176,46 @@ class CallRunner:
         return value
 
     def _hit_is_valid(self, value: Any) -> bool:
+        """A cached ArtifactRef is only a hit while its artifact still exists."""
         exists = getattr(self.plugins.store, "exists", None)
-        from_store = type(value).__name__ == "ArtifactRef"
-        return not (from_store and exists is not None and not exists(value))
+        return not (isinstance(value, ArtifactRef) and exists is not None and not exists(value))
 
-    def _cache_key(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-        fn = task.fn
-        key_fn = task.options.cache_key_fn
+    def _cache_key(
+        self, task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str | None:
+        """The cache key of this call, or ``None`` when its arguments cannot be keyed."""
+        fn, key_fn = task.fn, task.options.cache_key_fn
+        if key_fn is None:
+            try:
+                return default_cache_key(task, fn, args, kwargs)
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                logger.warning(
+                    "task %r: arguments cannot be keyed (%s); running uncached", task.name, exc
+                )
+                return None
         try:
-            key = key_fn(fn, args, kwargs) if key_fn else default_cache_key(task, fn, args, kwargs)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            if key_fn is not None:
-                raise TaskExecutionError(task.name, exc, 0) from exc
-            logger.warning(
-                "task %r: arguments cannot be keyed (%s); running uncached", task.name, exc
-            )
-            return None
+            key = key_fn(fn, args, kwargs)
+        except Exception as exc:
+            msg = f"task {task.name!r}: cache_key_fn raised {exc!r}"
+            raise TaskExecutionError(task.name, exc, 0, message=msg) from exc
         if not isinstance(key, str):
             err = TypeError(f"cache_key_fn must return a str; got {type(key).__name__}")
             raise TaskExecutionError(task.name, err, 0)
         return key
 
-    def _persist(self, task: Any, value: Any) -> Any:
+    def _persist(self, task: TaskLike, value: Any) -> Any:
         try:
             return self.plugins.store.put(value)
         except Exception as exc:
             raise TaskExecutionError(task.name, exc, task.options.retries + 1) from exc
 
-    def _count(self, name: str, task: Any) -> None:
+    def _count(self, name: str, task: TaskLike) -> None:
         metrics = self.plugins.metrics
         if metrics is not None:
             metrics.inc(name, task=task.name)
 
     async def _attempts(
-        self, task: Any, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         opts = task.options
         total = opts.retries + 1
@@ -223,7 +230,7 @@ class CallRunner:
                 await asyncio.sleep(_backoff(opts.retry_backoff, opts.retry_jitter, attempt))
                 attempt += 1
 
-    def _final_error(self, task: Any, exc: BaseException, attempts: int) -> TaskExecutionError:
+    def _final_error(self, task: TaskLike, exc: BaseException, attempts: int) -> TaskExecutionError:
         original = _cause(exc)
         if isinstance(exc, _AttemptTimedOut):
             return TimeoutError(task.name, original, attempts)
@@ -231,7 +238,7 @@ class CallRunner:
             return RetryExhaustedError(task.name, original, attempts)
         return TaskExecutionError(task.name, original, attempts)
 
-    def _on_retry(self, task: Any, node: Any, attempt: int, exc: BaseException) -> None:
+    def _on_retry(self, task: TaskLike, node: Any, attempt: int, exc: BaseException) -> None:
         logger.info("task %r attempt %d failed (%r); retrying", task.name, attempt, exc)
         self._count("task_retries", task)
         events = self.plugins.events
@@ -240,7 +247,7 @@ class CallRunner:
             payload["error"] = repr(_cause(exc))
             events.emit("task_retry", payload)
 
-    def _payload(self, task: Any, node_id: str, attempt: int) -> dict[str, Any]:
+    def _payload(self, task: TaskLike, node_id: str, attempt: int) -> dict[str, Any]:
         return {
             "flow": self.base.flow_name,
             "run_id": self.base.run_id,
@@ -250,7 +257,12 @@ class CallRunner:
         }
 
     async def _attempt(
-        self, task: Any, node: Any, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: TaskLike,
+        node: Any,
+        attempt: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         opts = task.options
         if opts.run_in is RunIn.ASYNC and not self._observed:
@@ -263,7 +275,12 @@ class CallRunner:
         return await self._observed_attempt(task, _node_id(node), attempt, executor, call)
 
     async def _inline_attempt(
-        self, task: Any, node: Any, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: TaskLike,
+        node: Any,
+        attempt: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         """The hot path: an async-mode attempt with no middleware or tracer, run in place."""
         token = set_frame(TaskFrame(self.base, task.name, node, attempt))
@@ -277,7 +294,7 @@ class CallRunner:
             reset_frame(token)
 
     async def _observed_attempt(
-        self, task: Any, node_id: str, attempt: int, executor: Executor, call: Call
+        self, task: TaskLike, node_id: str, attempt: int, executor: Executor, call: Call
     ) -> Any:
         async def innermost() -> Any:
             return await _bounded(executor.run(call), task.options.timeout)
@@ -293,7 +310,7 @@ class CallRunner:
 def _chain(
     middleware: tuple[Callable[..., Awaitable[Any]], ...],
     innermost: Callable[[], Awaitable[Any]],
-    task: Any,
+    task: TaskLike,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Callable[[], Awaitable[Any]]:
@@ -307,7 +324,7 @@ def _chain(
 def _wrap(
     mw: Callable[..., Awaitable[Any]],
     inner: Callable[[], Awaitable[Any]],
-    task: Any,
+    task: TaskLike,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Callable[[], Awaitable[Any]]:
@@ -371,6 +388,7 @@ class FlowRunner:
         self._tg: asyncio.TaskGroup | None = None
         self._errors: list[TaskExecutionError] = []
         self._first_error: TaskExecutionError | None = None
+        self._aborting = False
         events = calls.plugins.events
         self._events = events if events else None
 
@@ -413,7 +431,7 @@ class FlowRunner:
     def _maybe_spawn(self) -> None:
         """Runs when the loop gets control: add workers if all are stuck in tasks."""
         self._spawn_pending = False
-        if self._tg is None or not self.state.has_ready():
+        if self._tg is None or self._aborting or not self.state.has_ready():
             return
         idle = self._workers - self._in_task
         if idle > 0:
@@ -426,7 +444,7 @@ class FlowRunner:
         state = self.state
         ran = 0
         try:
-            while True:
+            while not self._aborting:
                 batch = state.pop_ready(1)
                 if not batch:
                     return
@@ -476,7 +494,11 @@ class FlowRunner:
         for s in skipped:
             self.state.set_result(s, _skip_error(s, node, err))
         if self.policy is FailurePolicy.FAIL_FAST:
-            self._first_error = err
+            # Stop at once: workers already scheduled to resume must not start more tasks
+            # before the TaskGroup gets round to cancelling them.
+            self._aborting = True
+            if self._first_error is None:
+                self._first_error = err
             raise _Abort
 
     def _expand(self, node: Node) -> None:
@@ -498,7 +520,7 @@ class FlowRunner:
 async def call_with_events(
     calls: CallRunner,
     events: Any,
-    task: Any,
+    task: TaskLike,
     node_id: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
