@@ -14,13 +14,17 @@ from auto_workflow import _executors, _plugins
 
 
 def _children() -> set[int]:
-    """Pids of this process's live children (from /proc; Linux only)."""
+    """Pids of this process's live (non-zombie) children, found by their parent pid in /proc."""
+    me = os.getpid()
     pids: set[int] = set()
-    for path in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            pids.update(int(p) for p in path.read_text().split())
-        except OSError:
-            continue
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, ppid = fields[0], int(fields[1])
+        if ppid == me and state != "Z":
+            pids.add(int(stat.parent.name))
     return pids
 
 

@@ -1,0 +1,41 @@
+"""The examples are real flows: they run as scripts and give the expected results."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_etl_example_runs_as_a_script() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "etl.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    summary = json.loads(out.stdout)
+    assert summary["loaded"] > 0
+    assert set(summary["per_currency"]) <= {"EUR", "USD"}
+
+
+def test_etl_example_loads_every_valid_row_after_a_retry(tmp_path: Path) -> None:
+    module: dict[str, Any] = runpy.run_path(str(EXAMPLES / "etl.py"))
+    etl = module["etl"]
+    rows = module["extract"].fn(30)
+    valid = [r for r in map(module["clean"].fn, rows) if r is not None]
+    summary = etl.run(30, database=str(tmp_path / "orders.db"))
+    assert summary["loaded"] == len(valid)
+    expected: dict[str, float] = {}
+    for row in valid:
+        expected[row["currency"]] = expected.get(row["currency"], 0) + row["amount"]
+    assert summary["per_currency"] == {k: round(v, 2) for k, v in expected.items()}
+    described = etl.describe(30, database=str(tmp_path / "x.db"))
+    assert [n["task"] for n in described["nodes"]] == ["extract", "clean", "load", "summarise"]
+    assert described["nodes"][1]["kind"] == "fanout"
