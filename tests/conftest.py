@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from auto_workflow import _executors, _plugins
-
-
-def _children() -> set[int]:
-    """Pids of this process's live (non-zombie) children, found by their parent pid in /proc."""
-    me = os.getpid()
-    pids: set[int] = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        state, ppid = fields[0], int(fields[1])
-        if ppid == me and state != "Z":
-            pids.add(int(stat.parent.name))
-    return pids
+from procs import children_of
 
 
 def _pool_pids() -> set[int]:
@@ -54,7 +38,7 @@ def no_leaks() -> Iterator[None]:
         return {t for t in threading.enumerate() if t not in threads_before and t.is_alive()}
 
     def extra_children() -> set[int]:
-        return _children() - _pool_pids()
+        return children_of() - _pool_pids()
 
     _wait_for(lambda: not extra_threads(), 3.0)
     _wait_for(lambda: not extra_children(), 3.0)

@@ -35,6 +35,7 @@ from auto_workflow._executors import (
     shutdown_process_pool,
 )
 from auto_workflow.exceptions import SerializationError, WorkerCrashedError
+from procs import children_of, gone, running
 
 CALLER_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("caller_var", default="unset")
 
@@ -44,37 +45,8 @@ def make_call(fn: Any, *args: Any, task: str = "t", **kwargs: Any) -> Call:
     return Call(fn, args, kwargs, task, ctx.for_attempt(task, f"{task}#0", 1))
 
 
-def child_pids() -> set[int]:
-    """Pids whose parent is this process, zombies included (read from /proc/*/stat)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            found.add(int(entry))
-    return found
-
-
-def running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a grandchild may be reaped late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def thread_names() -> set[str]:
     return {t.name for t in threading.enumerate()}
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` is reaped (a zombie still has its /proc entry)."""
-    return not Path(f"/proc/{pid}").exists()
 
 
 def text_of(path: Path) -> str:
@@ -96,12 +68,12 @@ async def wait_for_text(path: Path) -> str:
 
 @pytest.fixture
 def pool() -> Iterator[ProcessPool]:
-    before = child_pids()
+    before = children_of(zombies=True)
     fds_before = len(os.listdir("/proc/self/fd"))
     pool = ProcessPool(2)
     yield pool
     pool.shutdown()
-    assert child_pids() <= before, "a worker process outlived its pool's shutdown"
+    assert children_of(zombies=True) <= before, "a worker process outlived its pool's shutdown"
     assert len(os.listdir("/proc/self/fd")) <= fds_before, "the pool leaked file descriptors"
 
 
@@ -550,7 +522,11 @@ async def test_resize_lets_a_waiting_call_start_a_worker(pool: ProcessPool) -> N
 
 
 async def test_shutdown_reaps_every_worker_and_refuses_new_calls(tmp_path: Path) -> None:
-    children, fds, names = child_pids(), len(os.listdir("/proc/self/fd")), thread_names()
+    children, fds, names = (
+        children_of(zombies=True),
+        len(os.listdir("/proc/self/fd")),
+        thread_names(),
+    )
     pool = ProcessPool(3)
     marker = tmp_path / "busy"
     idle = await asyncio.gather(*(pool.run(make_call(nap, 0.1)) for _ in range(2)))
@@ -572,7 +548,7 @@ async def test_shutdown_reaps_every_worker_and_refuses_new_calls(tmp_path: Path)
     pool.shutdown()  # idempotent
     for pid in (*idle, busy_pid):
         assert gone(pid)
-    assert child_pids() == children
+    assert children_of(zombies=True) == children
     assert len(os.listdir("/proc/self/fd")) == fds
     assert thread_names() == names
     with pytest.raises(RuntimeError, match="shut down"):

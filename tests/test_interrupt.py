@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from procs import children_of, running
+
 SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, time
@@ -45,24 +47,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _children_of(pid: int) -> set[int]:
-    found: set[int] = set()
-    for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found.update(int(p) for p in path.read_text().split())
-        except OSError:
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_sigint_stops_the_run_within_two_seconds_and_leaves_no_children(
     tmp_path: Path,
 ) -> None:
@@ -81,7 +65,7 @@ def test_sigint_stops_the_run_within_two_seconds_and_leaves_no_children(
         while not all(b.exists() for b in beats) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert all(b.exists() for b in beats), "the process tasks never started"
-        workers = _children_of(proc.pid)
+        workers = children_of(proc.pid)
         assert len(workers) >= 2
         os.kill(proc.pid, signal.SIGINT)
         start = time.monotonic()
@@ -94,7 +78,7 @@ def test_sigint_stops_the_run_within_two_seconds_and_leaves_no_children(
     assert took < 2.0, f"run took {took:.2f}s to stop after SIGINT; stderr: {err[-2000:]}"
     assert "interrupted" in out, err[-2000:]
     time.sleep(0.2)
-    assert not [pid for pid in workers if _alive(pid)], "worker processes outlived the run"
+    assert not [pid for pid in workers if running(pid)], "worker processes outlived the run"
     first = [b.read_text() for b in beats]
     time.sleep(0.3)
     assert [b.read_text() for b in beats] == first, "process work continued after Ctrl-C"
