@@ -318,24 +318,30 @@ def test_unknown_failure_policy_is_rejected(bad: Any) -> None:
 # -- concurrency and priority ------------------------------------------------------------------
 
 
-def test_max_concurrency_bounds_running_tasks() -> None:
-    running = 0
-    peak = 0
+class PeakTracker:
+    """A task that records how many of its calls run at the same time."""
 
-    @task
-    async def tracked() -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.task = task(name="tracked")(self._body)
+
+    async def _body(self, *_: Any) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
         await asyncio.sleep(0.02)
-        running -= 1
+        self.running -= 1
+
+
+def test_max_concurrency_bounds_running_tasks() -> None:
+    tracker = PeakTracker()
 
     @flow
     def f() -> Any:
-        return [tracked() for _ in range(20)]
+        return [tracker.task() for _ in range(20)]
 
     f.run(max_concurrency=3)
-    assert peak == 3
+    assert tracker.peak == 3
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
@@ -452,24 +458,15 @@ def test_default_guardrail_allows_large_fan_outs() -> None:
 
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_fan_out_max_concurrency_bounds_its_children(dynamic: bool) -> None:
-    running = 0
-    peak = 0
-
-    @task
-    async def tracked(_: int) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.02)
-        running -= 1
+    tracker = PeakTracker()
 
     @flow
     def f() -> Any:
         source = numbers(12) if dynamic else list(range(12))
-        return fan_out(tracked, source, max_concurrency=2)
+        return fan_out(tracker.task, source, max_concurrency=2)
 
     f.run()
-    assert peak == 2
+    assert tracker.peak == 2
 
 
 def test_fan_out_outside_a_flow_runs_now() -> None:

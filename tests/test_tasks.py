@@ -86,16 +86,21 @@ def test_failure_without_retries_is_plain_task_execution_error() -> None:
     assert isinstance(info.value.original, KeyError)
 
 
-def test_backoff_sequence_doubles_and_skips_the_last_sleep(monkeypatch: Any) -> None:
-    slept: list[float] = []
+@pytest.fixture
+def slept(monkeypatch: Any) -> list[float]:
+    """Backoff sleeps the runner asks for, recorded instead of slept."""
+    delays: list[float] = []
     real_sleep = asyncio.sleep
 
     async def fake_sleep(delay: float, *args: Any) -> Any:
-        slept.append(delay)
+        delays.append(delay)
         return await real_sleep(0)
 
     monkeypatch.setattr(runner_module.asyncio, "sleep", fake_sleep)
+    return delays
 
+
+def test_backoff_sequence_doubles_and_skips_the_last_sleep(slept: list[float]) -> None:
     @task(retries=3, retry_backoff=1.5)
     def broken() -> None:
         raise RuntimeError("no")
@@ -105,16 +110,7 @@ def test_backoff_sequence_doubles_and_skips_the_last_sleep(monkeypatch: Any) -> 
     assert [d for d in slept if d] == [1.5, 3.0, 6.0]
 
 
-def test_jitter_is_added_within_its_bound(monkeypatch: Any) -> None:
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def fake_sleep(delay: float, *args: Any) -> Any:
-        slept.append(delay)
-        return await real_sleep(0)
-
-    monkeypatch.setattr(runner_module.asyncio, "sleep", fake_sleep)
-
+def test_jitter_is_added_within_its_bound(slept: list[float]) -> None:
     @task(retries=4, retry_backoff=1.0, retry_jitter=0.5)
     def broken() -> None:
         raise RuntimeError("no")
