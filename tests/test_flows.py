@@ -526,3 +526,12 @@ def test_describe_runs_nothing_and_is_json() -> None:
     assert described["nodes"][1]["upstream"] == ["side_effect:0"]
     assert f.export_graph() == {"side_effect:0": ["add:1"], "add:1": []}
     assert '"side_effect:0" -> "add:1";' in f.export_dot()
+
+
+def test_params_must_be_a_mapping() -> None:
+    @flow
+    def f() -> int:
+        return add(1, 2)
+
+    with pytest.raises(TypeError, match="params must be a mapping"):
+        f.run(params=[("a", 1)])  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from auto_workflow._config import get_config
 from auto_workflow._context import RunContext, use_context
-from auto_workflow._graph import Graph, Group, Placeholder
+from auto_workflow._graph import Graph, Group, Placeholder, iter_placeholders
 from auto_workflow._model import FailurePolicy, RunIn, TaskOptions
 from auto_workflow._plugins import DEFAULTS
 from auto_workflow._runner import (
@@ -31,7 +31,6 @@ from auto_workflow._runner import (
     CallRunner,
     FlowRunner,
     call_with_events,
-    describe_params,
     new_run_id,
 )
 from auto_workflow.exceptions import PlaceholderMisuseError
@@ -74,16 +73,20 @@ def _run_in_helper_thread(work: Coroutine[Any, Any, T]) -> T:
 
 
 def _check_no_placeholders(where: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    probe = Graph(where)
-    try:
-        found = probe._scan(args, {}) or probe._scan(kwargs, {})
-    except PlaceholderMisuseError:
-        found = True
-    if found:
+    if next(iter_placeholders((args, kwargs)), None) is not None:
         raise PlaceholderMisuseError(
             f"{where} was called outside its flow with a placeholder argument: placeholders "
             "only mean something inside the flow body that created them"
         )
+
+
+def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``params``, which must be a mapping (or None)."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping (dict); got {type(params).__name__}")
+    return dict(params)
 
 
 class TaskDefinition(Generic[P, R]):
@@ -296,7 +299,7 @@ class Flow:
         self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> tuple[Graph, Any, RunContext]:
         """Run the flow body to record its graph; returns (graph, output structure, context)."""
-        base = RunContext(run_id=new_run_id(), flow_name=self.name, params=describe_params(params))
+        base = RunContext(run_id=new_run_id(), flow_name=self.name, params=_check_params(params))
         graph = Graph(self.name)
         token = _building.set(graph)
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from auto_workflow.exceptions import PlaceholderMisuseError
@@ -27,7 +27,7 @@ from auto_workflow.exceptions import PlaceholderMisuseError
 if TYPE_CHECKING:
     from auto_workflow._model import TaskOptions
 
-__all__ = ["Graph", "Group", "Node", "Placeholder", "RunState"]
+__all__ = ["Graph", "Group", "Node", "Placeholder", "RunState", "iter_placeholders", "resolve"]
 
 # Heap keys pack (-priority, index) into one int: ints compare faster than tuples.
 _INDEX_BITS: Final = 40
@@ -199,18 +199,9 @@ class Graph:
     def _scan(self, value: Any, deps: dict[int, None]) -> bool:
         """Add the placeholders found in ``value`` to ``deps``; True if there were any."""
         found = False
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            kind = type(item)
-            if kind is Placeholder:
-                deps[self.own(item)] = None
-                found = True
-            elif kind is dict:
-                stack.extend(item.values())
-                stack.extend(item.keys())
-            elif kind in _CONTAINERS or isinstance(item, _CONTAINERS):
-                stack.extend(item)
+        for p in iter_placeholders(value):
+            deps[self.own(p)] = None
+            found = True
         return found
 
     # -- views: describe / DOT / adjacency are all derived from this one model ----------
@@ -340,6 +331,21 @@ _ARITHMETIC = (
 )
 for _name in _ARITHMETIC.split():
     setattr(Placeholder, f"__{_name}__", _arith(_name))
+
+
+def iter_placeholders(value: Any) -> Iterator[Placeholder]:
+    """Every placeholder in ``value``, looking inside lists, tuples, dicts and sets."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is Placeholder:
+            yield item
+        elif kind is dict:
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif kind in _CONTAINERS or isinstance(item, _CONTAINERS):
+            stack.extend(item)
 
 
 def resolve(value: Any, results: list[Any]) -> Any:
@@ -501,7 +507,7 @@ class RunState:
         self.results[index] = value
         self.unfinished -= 1
 
-    def expand(self, barrier: Node, items: list[Any], make_group: bool = True) -> list[Node]:
+    def expand(self, barrier: Node, items: list[Any]) -> list[Node]:
         """Add one child call of the barrier's task per item; the barrier ends with them.
 
         Returns the new children (already queued). An empty ``items`` ends the barrier
@@ -532,14 +538,10 @@ class RunState:
         barrier.children = (first, count)
         self._remaining[barrier.index] = count
         if count == 0:
-            self.done_barrier_empty(barrier)
+            self.done(barrier, [])
         for child in children:
             self._push(child)
         return children
-
-    def done_barrier_empty(self, barrier: Node) -> None:
-        """End an expanded barrier that has no children: its value is ``[]``."""
-        self.done(barrier, [])
 
     def barrier_value(self, barrier: Node) -> list[Any]:
         """The list of the barrier's children's results (errors in failed positions)."""
@@ -553,7 +555,3 @@ class RunState:
         status = self._status
         for node in self.graph.nodes:
             yield node, status[node.index]
-
-    def statuses(self) -> Mapping[str, int]:
-        """``{node id: status code}``; for tests and debugging."""
-        return {node.id: self._status[node.index] for node in self.graph.nodes}

@@ -27,7 +27,7 @@ import pickle
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from auto_workflow._config import get_config
@@ -573,12 +573,3 @@ def _items_of(node: Node, source: Any, limit: int) -> list[Any]:
         )
         raise TaskExecutionError(name, err2, 1)
     return items
-
-
-def describe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate and copy ``params``."""
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a mapping (dict); got {type(params).__name__}")
-    return dict(params)
