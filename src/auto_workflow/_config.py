@@ -1,51 +1,159 @@
 """Configuration: defaults, overlaid by ``[tool.auto_workflow]`` in pyproject.toml, overlaid
 by ``AUTO_WORKFLOW_<KEY>`` environment variables.
 
-Invariants: nothing is read at import; a value is validated once when the config is loaded,
-and an invalid one is an error naming the key, where it came from and what is allowed.
+The pyproject.toml is the one in the working directory or its nearest parent that has one.
+Invariants: nothing is read at import; values are validated once, when the configuration is
+loaded, and an invalid one is an error naming the key, where it came from and what is
+allowed; the loaded :class:`Config` is immutable and shared until :func:`reload_config`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-__all__ = ["Config", "get_config", "reload_config"]
+__all__ = ["Config", "get_config", "load_config", "reload_config"]
+
+_ENV_PREFIX = "AUTO_WORKFLOW_"
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    """The validated configuration."""
+    """The validated configuration.
 
+    Attributes:
+        log_level: Level of the CLI's log output.
+        max_dynamic_tasks: Most tasks one dynamic fan-out may create.
+        artifact_store: ``"memory"`` or ``"filesystem"``.
+        artifact_store_path: Directory of the filesystem artifact store.
+        artifact_serializer: ``"pickle"`` or ``"json"`` (pickle: trusted stores only).
+        result_cache: ``"memory"`` or ``"filesystem"``.
+        result_cache_path: Directory of the filesystem result cache.
+        result_cache_max_entries: LRU bound of the memory cache (``None``: unbounded).
+        process_pool_max_workers: Worker processes (``None``: the number of CPUs).
+    """
+
+    log_level: str = "INFO"
     max_dynamic_tasks: int = 100_000
+    artifact_store: str = "memory"
+    artifact_store_path: str = ".aw_artifacts"
+    artifact_serializer: str = "pickle"
+    result_cache: str = "memory"
+    result_cache_path: str = ".aw_cache"
+    result_cache_max_entries: int | None = None
     process_pool_max_workers: int | None = None
 
 
-_ENV_PREFIX = "AUTO_WORKFLOW_"
-_lock = threading.Lock()
-_cached: Config | None = None
-
-
-def _positive_int(key: str, raw: str, source: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"config {key}={raw!r} from {source} must be a positive integer") from None
-    if value < 1:
-        raise ValueError(f"config {key}={raw!r} from {source} must be a positive integer")
+def _positive_int(key: str, value: object, source: str) -> int:
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"config {key}={value!r} from {source}: must be a positive integer")
     return value
 
 
-def load_config() -> Config:
-    """Read the configuration now (environment overrides defaults)."""
-    values: dict[str, int | None] = {}
-    for key in ("max_dynamic_tasks", "process_pool_max_workers"):
-        env = _ENV_PREFIX + key.upper()
-        raw = os.environ.get(env)
-        if raw is not None and raw.strip():
-            values[key] = _positive_int(key, raw.strip(), f"environment variable {env}")
-    return Config(**values)  # type: ignore[arg-type]
+def _optional_positive_int(key: str, value: object, source: str) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return _positive_int(key, value, source)
+
+
+def _choice(*allowed: str) -> Callable[[str, object, str], str]:
+    def check(key: str, value: object, source: str) -> str:
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"config {key}={value!r} from {source}: must be one of {choices}")
+        return str(text)
+
+    return check
+
+
+def _log_level(key: str, value: object, source: str) -> str:
+    text = value.strip().upper() if isinstance(value, str) else value
+    if text not in _LOG_LEVELS:
+        choices = ", ".join(_LOG_LEVELS)
+        raise ValueError(f"config {key}={value!r} from {source}: must be one of {choices}")
+    return str(text)
+
+
+def _path(key: str, value: object, source: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"config {key}={value!r} from {source}: must be a non-empty path")
+    return value
+
+
+_VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
+    "log_level": _log_level,
+    "max_dynamic_tasks": _positive_int,
+    "artifact_store": _choice("memory", "filesystem"),
+    "artifact_store_path": _path,
+    "artifact_serializer": _choice("pickle", "json"),
+    "result_cache": _choice("memory", "filesystem"),
+    "result_cache_path": _path,
+    "result_cache_max_entries": _optional_positive_int,
+    "process_pool_max_workers": _optional_positive_int,
+}
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The pyproject.toml in ``start`` (default: the working directory) or its nearest parent."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _pyproject_table(path: Path) -> Mapping[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read configuration from {path}: {exc}") from exc
+    table = data.get("tool", {}).get("auto_workflow", {})
+    if not isinstance(table, dict):
+        raise ValueError(f"[tool.auto_workflow] in {path} must be a table")
+    return table
+
+
+def load_config(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the configuration now.
+
+    Args:
+        cwd: Where to start looking for pyproject.toml (default: the working directory).
+        environ: The environment to read (default: ``os.environ``).
+
+    Raises:
+        ValueError: an unknown key in ``[tool.auto_workflow]`` or an invalid value, naming
+            the key, its source and what is allowed.
+    """
+    values: dict[str, Any] = {}
+    pyproject = find_pyproject(cwd)
+    if pyproject is not None:
+        source = f"[tool.auto_workflow] in {pyproject}"
+        for key, value in _pyproject_table(pyproject).items():
+            if key not in _VALIDATORS:
+                known = ", ".join(sorted(_VALIDATORS))
+                raise ValueError(f"unknown config key {key!r} in {source}; known keys: {known}")
+            values[key] = _VALIDATORS[key](key, value, source)
+    env = os.environ if environ is None else environ
+    for key, check in _VALIDATORS.items():
+        name = _ENV_PREFIX + key.upper()
+        if name in env:
+            values[key] = check(key, env[name], f"environment variable {name}")
+    return Config(**values)
+
+
+_lock = threading.Lock()
+_cached: Config | None = None
 
 
 def get_config() -> Config:
@@ -58,7 +166,7 @@ def get_config() -> Config:
 
 
 def reload_config() -> Config:
-    """Re-read the configuration."""
+    """Re-read the configuration (pyproject.toml and the environment)."""
     global _cached
     with _lock:
         _cached = load_config()
