@@ -114,6 +114,11 @@ class Node:
         self.children: tuple[int, int] | None = None
 
     @property
+    def display_name(self) -> str:
+        """The task's name, or ``fan_out(<task name>)`` for a barrier."""
+        return f"fan_out({self.task.name})" if self.is_barrier else self.task.name
+
+    @property
     def id(self) -> str:
         """Stable, readable id: ``<task name>:<index>``, or ``fanout:<index>`` for barriers."""
         return f"fanout:{self.index}" if self.is_barrier else f"{self.task.name}:{self.index}"
@@ -240,7 +245,7 @@ class Graph:
         lines = [f"digraph {json.dumps(self.name)} {{", "  rankdir=LR;"]
         for node in self.nodes:
             shape = "diamond" if node.is_barrier else "box"
-            label = f"fan_out({node.task.name})" if node.is_barrier else node.id
+            label = node.display_name if node.is_barrier else node.id
             lines.append(f"  {json.dumps(node.id)} [label={json.dumps(label)}, shape={shape}];")
         for src, targets in self.adjacency().items():
             lines.extend(f"  {json.dumps(src)} -> {json.dumps(t)};" for t in targets)

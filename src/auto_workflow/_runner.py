@@ -243,17 +243,17 @@ class CallRunner:
         self._count("task_retries", task)
         events = self.plugins.events
         if events.wants("task_retry"):
-            payload = self._payload(task, _node_id(node), attempt)
-            payload["error"] = repr(_cause(exc))
+            payload = self.payload(task, _node_id(node), attempt=attempt, error=repr(_cause(exc)))
             events.emit("task_retry", payload)
 
-    def _payload(self, task: TaskLike, node_id: str, attempt: int) -> dict[str, Any]:
+    def payload(self, task: TaskLike, node_id: str, **extra: Any) -> dict[str, Any]:
+        """An event payload for one call of ``task`` in this run."""
         return {
             "flow": self.base.flow_name,
             "run_id": self.base.run_id,
             "task": task.name,
             "node": node_id,
-            "attempt": attempt,
+            **extra,
         }
 
     async def _attempt(
@@ -471,13 +471,10 @@ class FlowRunner:
         try:
             value = await self._call(node, args, kwargs)
         except TaskExecutionError as err:
-            self._in_task -= 1
             self._on_failure(node, err)
             return
-        except BaseException:
+        finally:
             self._in_task -= 1
-            raise
-        self._in_task -= 1
         self.state.done(node, value)
         if self.state.has_ready():
             self._want_worker()
@@ -526,8 +523,7 @@ async def call_with_events(
     kwargs: dict[str, Any],
 ) -> Any:
     """``calls.call`` bracketed by task_started and task_succeeded / task_failed events."""
-    base = {"flow": calls.base.flow_name, "run_id": calls.base.run_id, "task": task.name}
-    base["node"] = node_id
+    base = calls.payload(task, node_id)
     events.emit("task_started", {**base, "attempt": 1})
     start = time.perf_counter()
     try:
@@ -544,7 +540,7 @@ async def call_with_events(
 
 
 def _skip_error(skipped: Node, failed: Node, err: TaskExecutionError) -> UpstreamFailedError:
-    name = skipped.task.name if not skipped.is_barrier else f"fan_out({skipped.task.name})"
+    name = skipped.display_name
     return UpstreamFailedError(
         name,
         err,
@@ -555,7 +551,7 @@ def _skip_error(skipped: Node, failed: Node, err: TaskExecutionError) -> Upstrea
 
 def _items_of(node: Node, source: Any, limit: int) -> list[Any]:
     """The elements a dynamic fan-out maps over, or a TaskExecutionError for the barrier."""
-    name = f"fan_out({node.task.name})"
+    name = node.display_name
     try:
         items = list(source)
     except TypeError as exc:
