@@ -71,7 +71,10 @@ def test_error_tree_has_one_root_and_builtin_bases() -> None:
     from auto_workflow import exceptions as ex
 
     for name in ex.__all__:
-        assert issubclass(getattr(ex, name), ex.AutoWorkflowError)
+        root = ex.AutoWorkflowWarning if name.endswith("Warning") else ex.AutoWorkflowError
+        assert issubclass(getattr(ex, name), root)
+    assert issubclass(ex.AutoWorkflowWarning, UserWarning)
+    assert issubclass(ex.InvalidKeyError, ValueError)
     assert issubclass(ex.TimeoutError, TimeoutError)
     assert issubclass(ex.TimeoutError, ex.TaskExecutionError)
     assert issubclass(ex.ArtifactNotFoundError, KeyError)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import enum
 import math
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FailurePolicy", "RunIn", "TaskOptions"]
+from auto_workflow.exceptions import InvalidKeyError
+
+__all__ = ["ArtifactRef", "FailurePolicy", "RunIn", "TaskOptions"]
 
 CacheKeyFn = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
 
@@ -139,3 +142,43 @@ class TaskOptions:
             "priority": self.priority,
             "tags": sorted(self.tags),
         }
+
+
+_ARTIFACT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_STORE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+def check_artifact_key(key: object) -> str:
+    """``key`` if it is a safe artifact key (usable as a file name), else InvalidKeyError.
+
+    Safe means 1-128 characters from ``A-Z a-z 0-9 _ -``, not starting with ``_`` or ``-``:
+    no separators, no dots, so no key can address anything outside a store's directory.
+    """
+    if not isinstance(key, str) or not _ARTIFACT_KEY.fullmatch(key):
+        raise InvalidKeyError(
+            f"invalid artifact key {key!r}: use 1-128 characters from A-Z, a-z, 0-9, '_' "
+            "and '-', starting with a letter or digit"
+        )
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    """A small, immutable, hashable, picklable handle to a persisted task result.
+
+    Attributes:
+        key: The artifact's key in its store (validated: it can never address a path
+            outside the store's directory).
+        store: The name of the store kind that holds it (``"memory"``, ``"filesystem"``).
+    """
+
+    key: str
+    store: str = "memory"
+
+    def __post_init__(self) -> None:
+        check_artifact_key(self.key)
+        if not isinstance(self.store, str) or not _STORE_NAME.fullmatch(self.store):
+            raise InvalidKeyError(f"invalid artifact store name {self.store!r}")
+
+    def __repr__(self) -> str:
+        return f"ArtifactRef({self.key!r}, store={self.store!r})"

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from auto_workflow._model import ArtifactRef
 from auto_workflow.exceptions import ArtifactNotFoundError
 
 __all__ = [
@@ -101,17 +102,6 @@ class MemoryResultCache:
 
 
 # -- artifacts ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactRef:
-    """A small, hashable, picklable handle to a persisted task result."""
-
-    key: str
-    store: str = "memory"
-
-    def __repr__(self) -> str:
-        return f"ArtifactRef({self.key!r}, store={self.store!r})"
 
 
 @runtime_checkable

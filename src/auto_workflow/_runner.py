@@ -41,8 +41,7 @@ from auto_workflow._executors import (
     get_process_pool,
 )
 from auto_workflow._graph import SKIPPED, Graph, Node, RunState, TaskLike, resolve
-from auto_workflow._model import FailurePolicy, RunIn
-from auto_workflow._plugins import ArtifactRef
+from auto_workflow._model import ArtifactRef, FailurePolicy, RunIn
 from auto_workflow.exceptions import (
     AggregateTaskError,
     FanOutLimitError,

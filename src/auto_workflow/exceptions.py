@@ -15,7 +15,12 @@ also inherits the builtin it resembles, so ``except ValueError`` and friends kee
     ├── PlaceholderMisuseError (+ TypeError)    a build-time placeholder was used as a value
     ├── FanOutLimitError (+ RuntimeError)       a dynamic fan-out exceeded max_dynamic_tasks
     ├── ContextError (+ LookupError)            get_context() called outside a run
-    └── ArtifactNotFoundError (+ KeyError)      an artifact reference points at nothing
+    ├── ArtifactNotFoundError (+ KeyError)      an artifact reference points at nothing
+    └── InvalidKeyError (+ ValueError)          a cache key or artifact key is unusable
+
+    AutoWorkflowWarning (UserWarning)
+    ├── CacheKeyWarning                         a call runs uncached: an argument has no key
+    └── CorruptEntryWarning                     a stored entry was unreadable and is dropped
 
 This module depends on the standard library only.
 """
@@ -29,8 +34,12 @@ __all__ = [
     "AggregateTaskError",
     "ArtifactNotFoundError",
     "AutoWorkflowError",
+    "AutoWorkflowWarning",
+    "CacheKeyWarning",
     "ContextError",
+    "CorruptEntryWarning",
     "FanOutLimitError",
+    "InvalidKeyError",
     "PlaceholderMisuseError",
     "RemoteTaskError",
     "RetryExhaustedError",
@@ -153,3 +162,19 @@ class ArtifactNotFoundError(AutoWorkflowError, KeyError):
     def __str__(self) -> str:
         # KeyError.__str__ would repr() the message and wrap it in quotes.
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidKeyError(AutoWorkflowError, ValueError):
+    """A cache key or artifact key cannot be used (wrong type, or unsafe as a file name)."""
+
+
+class AutoWorkflowWarning(UserWarning):
+    """Root of every warning auto_workflow issues."""
+
+
+class CacheKeyWarning(AutoWorkflowWarning):
+    """A cached task's call ran uncached because an argument cannot be keyed stably."""
+
+
+class CorruptEntryWarning(AutoWorkflowWarning):
+    """A cache entry or artifact on disk was corrupt, truncated or unreadable."""
