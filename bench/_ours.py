@@ -22,6 +22,11 @@ async def inc(x: int) -> int:
     return x + 1
 
 
+@task(cache_ttl=3600)
+async def inc_cached(x: int) -> int:
+    return x + 1
+
+
 @task
 async def total(xs: list[int]) -> int:
     return sum(xs)
@@ -59,6 +64,11 @@ def wide(n: int) -> int:
 
 
 @flow
+def wide_cached(n: int) -> int:
+    return total(fan_out(inc_cached, range(n)))
+
+
+@flow
 def chain(n: int) -> int:
     x = 0
     for _ in range(n):
@@ -93,6 +103,11 @@ def _wide(p: Params, _: ExitStack) -> Callable[[], Any]:
     return partial(wide.run, p.n)
 
 
+def _cache(p: Params, _: ExitStack) -> Callable[[], Any]:
+    wide_cached.run(p.n)  # fills the (default, in-memory) cache: every timed call is a hit
+    return partial(wide_cached.run, p.n)
+
+
 def _chain(p: Params, _: ExitStack) -> Callable[[], Any]:
     return partial(chain.run, p.n)
 
@@ -118,6 +133,8 @@ def _process(p: Params, _: ExitStack) -> Callable[[], Any]:
 
 CASES: dict[str, _harness.Prepare] = {
     "wide": _wide,
+    "cache": _cache,
+    "cache/uncached": _wide,  # the same graph with the trivial task actually running
     "chain": _chain,
     "dynamic": _dynamic,
     "layered": _layered,

@@ -14,7 +14,11 @@ OVERHEAD_CASES = ("wide", "chain", "dynamic", "layered")
 WALL_CASES = ("thread_sleep", "process")
 """Real work off the loop: what is measured is wall seconds, ours against the baseline."""
 
+CACHE_CASES = ("cache",)
+"""Every call a memory-cache hit: measured against the same graph with the task running."""
+
 MAX_OVERHEAD_RATIO = 2.0
+MAX_CACHE_HIT_RATIO = 1.0
 MAX_FLATNESS = 1.5
 MAX_RSS_RATIO = 1.5
 RSS_TARGET_N = 100_000
@@ -91,7 +95,8 @@ def render(outcomes: Mapping[Job, Outcome], *, work: int, header: str) -> tuple[
     rows = _rows(outcomes, failures)
     overhead = [r for r in rows if r.case in OVERHEAD_CASES]
     wall = [r for r in rows if r.case in WALL_CASES]
-    verdicts = _verdicts(overhead, wall, failures)
+    cached = _cache_pairs(rows, outcomes)
+    verdicts = _verdicts(overhead, wall, cached, failures)
     parts = [header]
     if overhead:
         parts += ["", "Per-task overhead (trivial async tasks)", _overhead_table(overhead)]
@@ -101,6 +106,9 @@ def render(outcomes: Mapping[Job, Outcome], *, work: int, header: str) -> tuple[
     if wall:
         parts += ["", "Wall clock (real work in threads / processes)", _wall_table(wall)]
         parts += _wall_notes(wall, work)
+    if cached:
+        title = "Cache hits (memory backend) against running the trivial task (uncached)"
+        parts += ["", title, _cache_table(cached)]
     parts += ["", "Targets", *(_verdict_line(v) for v in verdicts)]
     if failures:
         parts += ["", "Failed runs", *(f"  {j.case} {j.size} {j.impl}: {e}" for j, e in failures)]
@@ -187,6 +195,31 @@ def _wall_table(rows: list[Row]) -> str:
     return _table(headers, body)
 
 
+def _cache_pairs(rows: list[Row], outcomes: Mapping[Job, Outcome]) -> list[tuple[Row, Measurement]]:
+    """Each cache row with its ``uncached`` measurement (same graph, tasks really run)."""
+    pairs = []
+    for r in rows:
+        uncached = outcomes.get(Job(r.case, r.size, "uncached"))
+        if r.case in CACHE_CASES and isinstance(uncached, Measurement):
+            pairs.append((r, uncached))
+    return pairs
+
+
+def _cache_table(pairs: list[tuple[Row, Measurement]]) -> str:
+    headers = ["N", "hit µs/task", "uncached µs/task", "hit/uncached", "asyncio µs/task"]
+    body = [
+        [
+            _size_label(r.size),
+            f"{r.us_per_task(r.ours):.2f}",
+            f"{r.us_per_task(u):.2f}",
+            f"{r.ours.seconds / u.seconds:.2f}",
+            f"{r.us_per_task(r.base):.2f}",
+        ]
+        for r, u in pairs
+    ]
+    return _table(headers, body)
+
+
 def _wall_notes(rows: list[Row], work: int) -> list[str]:
     notes = []
     if any(r.case == "thread_sleep" for r in rows):
@@ -231,11 +264,14 @@ def _short(n: int) -> str:
 
 
 def _verdicts(
-    overhead: list[Row], wall: list[Row], failures: list[tuple[Job, str]]
+    overhead: list[Row],
+    wall: list[Row],
+    cached: list[tuple[Row, Measurement]],
+    failures: list[tuple[Job, str]],
 ) -> list[Verdict]:
     broken = {j.case for j, _ in failures}
     verdicts = [_overhead_verdict(overhead), _flatness_verdict(overhead), _rss_verdict(overhead)]
-    verdicts += [_thread_verdict(wall), _process_verdict(wall)]
+    verdicts += [_thread_verdict(wall), _process_verdict(wall), _cache_verdict(cached)]
     if broken:
         note = f"runs failed: {', '.join(sorted(broken))} (see below)"
         verdicts.append(Verdict("every run completed with the right result", False, note))
@@ -302,6 +338,15 @@ def _wall_verdict(rows: list[Row], case: str, target: str, ok: Callable[[Row], b
         return Verdict(target, None, "not measured")
     detail = f"ours {row.ours.seconds:.3f} s, baseline {row.base.seconds:.3f} s ({row.ratio:.3f}x)"
     return Verdict(target, ok(row), detail)
+
+
+def _cache_verdict(pairs: list[tuple[Row, Measurement]]) -> Verdict:
+    target = f"a memory-cache hit costs <= {MAX_CACHE_HIT_RATIO:g}x running the trivial task"
+    if not pairs:
+        return Verdict(target, None, "not measured")
+    worst = max(r.ours.seconds / u.seconds for r, u in pairs)
+    detail = f"whole flow with every call a hit / same flow uncached: {worst:.2f}x"
+    return Verdict(target, worst <= MAX_CACHE_HIT_RATIO, detail)
 
 
 def _verdict_line(v: Verdict) -> str:

@@ -63,7 +63,7 @@ def _layered(p: Params) -> list[int]:
 
 def reference(case: str, p: Params) -> Any:
     """What ``case`` at size ``p`` must return, on either side."""
-    if case in ("wide", "dynamic"):
+    if case in ("wide", "dynamic", "cache"):
         return p.n * (p.n + 1) // 2  # sum of inc(i) for i < n
     if case == "chain":
         return p.n

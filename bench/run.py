@@ -42,13 +42,19 @@ DEFAULT_SIZES: dict[str, tuple[str, ...]] = {
     "layered": ("10x100", "100x100", "100x1000"),
     "thread_sleep": ("64",),
     "process": ("16",),
+    "cache": ("10000",),
 }
 SCALABLE = frozenset(OVERHEAD_CASES)
 """Cases whose size ``--sizes`` sets; the wall-clock cases have fixed sizes."""
 
-SCRIPTS = {"ours": "_ours.py", "asyncio": "_baseline.py", "loop": "_baseline.py"}
-VARIANTS = {"loop": "loop"}
-"""Implementations run through a variant of the baseline script (``chain/loop``)."""
+SCRIPTS = {
+    "ours": "_ours.py",
+    "asyncio": "_baseline.py",
+    "loop": "_baseline.py",
+    "uncached": "_ours.py",
+}
+VARIANTS = {"loop": "loop", "uncached": "uncached"}
+"""Implementations run through a variant of a script (``chain/loop``, ``cache/uncached``)."""
 
 PROCESS_CALL_SECONDS = 0.2
 CHILD_TIMEOUT = 600.0
@@ -146,7 +152,8 @@ def _fit(case: str, size: str) -> str:
 
 
 def _impls(case: str) -> tuple[str, ...]:
-    return ("ours", "asyncio", "loop") if case == "chain" else ("ours", "asyncio")
+    extra = {"chain": ("loop",), "cache": ("uncached",)}.get(case, ())
+    return ("ours", "asyncio", *extra)
 
 
 def _reps(size: str) -> int:

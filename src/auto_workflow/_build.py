@@ -24,8 +24,16 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 from auto_workflow._config import get_config
 from auto_workflow._context import RunContext, use_context
 from auto_workflow._graph import Graph, Group, Placeholder, iter_placeholders
+from auto_workflow._keys import CacheKeyReport, explain
 from auto_workflow._model import FailurePolicy, RunIn, TaskOptions
-from auto_workflow._plugins import DEFAULTS
+from auto_workflow._plugins import (
+    DEFAULTS,
+    ArtifactStore,
+    Plugins,
+    ResultCache,
+    check_cache,
+    check_store,
+)
 from auto_workflow._runner import (
     DEFAULT_THREAD_WORKERS,
     CallRunner,
@@ -107,6 +115,10 @@ class TaskDefinition(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<TaskDefinition {self.name!r} run_in={self.options.run_in.value!r}>"
 
+    def __auto_workflow_key__(self) -> tuple[str, Callable[..., Any]]:
+        """What identifies this task when it is passed to a cached task: name and function."""
+        return (self.name, self.fn)
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         graph = _building.get()
         if graph is not None:
@@ -120,16 +132,29 @@ class TaskDefinition(Generic[P, R]):
             TaskExecutionError: (or a subclass) when the task finally fails.
         """
         _check_no_placeholders(f"task {self.name!r}", args, kwargs)
-        base = RunContext(run_id=new_run_id(), flow_name=None, params={})
-        calls = CallRunner(base, DEFAULTS.snapshot(), DEFAULT_THREAD_WORKERS)
+        plugins = DEFAULTS.snapshot()
+        base = RunContext(
+            run_id=new_run_id(), flow_name=None, params={}, artifact_store=plugins.store
+        )
+        calls = CallRunner(base, plugins, DEFAULT_THREAD_WORKERS)
         try:
             events = calls.plugins.events
             node_id = f"{self.name}:direct"
             if events:
                 return cast(R, await call_with_events(calls, events, self, node_id, args, kwargs))
-            return cast(R, await calls.call(self, node_id, args, kwargs))
+            return cast(R, (await calls.call(self, node_id, args, kwargs))[0])
         finally:
             calls.close()
+
+    def explain_cache_key(self, *args: P.args, **kwargs: P.kwargs) -> CacheKeyReport:
+        """Why a call with these arguments gets the cache key it gets; runs nothing.
+
+        The report holds the key (``None`` when the call would run uncached), the task's
+        identity and code fingerprints, a fingerprint per bound argument (defaults applied)
+        and the reason for each argument that cannot be keyed. ``a.diff(b)`` lists why two
+        calls do not share a key.
+        """
+        return explain(self, args, kwargs)
 
     def after(self, *upstream: Any) -> Callable[P, R]:
         """Order this call after ``upstream`` task results without passing their data.
@@ -299,7 +324,21 @@ class Flow:
         self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> tuple[Graph, Any, RunContext]:
         """Run the flow body to record its graph; returns (graph, output structure, context)."""
-        base = RunContext(run_id=new_run_id(), flow_name=self.name, params=_check_params(params))
+        return self._build(args, kwargs, params, None)
+
+    def _build(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        params: Mapping[str, Any] | None,
+        store: ArtifactStore | None,
+    ) -> tuple[Graph, Any, RunContext]:
+        base = RunContext(
+            run_id=new_run_id(),
+            flow_name=self.name,
+            params=_check_params(params),
+            artifact_store=store,
+        )
         graph = Graph(self.name)
         token = _building.set(graph)
         try:
@@ -321,6 +360,8 @@ class Flow:
         params: Mapping[str, Any] | None = None,
         failure_policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
         max_concurrency: int | None = None,
+        result_cache: ResultCache | None = None,
+        artifact_store: ArtifactStore | None = None,
         **kwargs: Any,
     ) -> Any:
         """Build and execute the flow; return its body's return value with results filled in.
@@ -330,6 +371,8 @@ class Flow:
             params: Run parameters, visible as ``get_context().params``.
             failure_policy: ``"fail_fast"`` (default), ``"continue"`` or ``"aggregate"``.
             max_concurrency: How many tasks may run at once (default: unbounded).
+            result_cache: The result cache for this run (default: the default cache).
+            artifact_store: The artifact store for this run (default: the default store).
 
         Raises:
             TaskExecutionError: the first failure, under ``fail_fast``.
@@ -337,7 +380,8 @@ class Flow:
         """
         policy = FailurePolicy.coerce(failure_policy)
         limit = _check_max_concurrency(max_concurrency)
-        return _run_sync(self._run(args, kwargs, params, policy, limit))
+        plugins = _snapshot(result_cache, artifact_store)
+        return _run_sync(self._run(args, kwargs, params, policy, limit, plugins))
 
     async def run_async(
         self,
@@ -345,12 +389,15 @@ class Flow:
         params: Mapping[str, Any] | None = None,
         failure_policy: FailurePolicy | str = FailurePolicy.FAIL_FAST,
         max_concurrency: int | None = None,
+        result_cache: ResultCache | None = None,
+        artifact_store: ArtifactStore | None = None,
         **kwargs: Any,
     ) -> Any:
         """Awaitable :meth:`run`, for async callers. Cancelling it cancels the run."""
         policy = FailurePolicy.coerce(failure_policy)
         limit = _check_max_concurrency(max_concurrency)
-        return await self._run(args, kwargs, params, policy, limit)
+        plugins = _snapshot(result_cache, artifact_store)
+        return await self._run(args, kwargs, params, policy, limit, plugins)
 
     async def _run(
         self,
@@ -359,9 +406,9 @@ class Flow:
         params: Mapping[str, Any] | None,
         policy: FailurePolicy,
         limit: int | None,
+        plugins: Plugins,
     ) -> Any:
-        graph, out, base = self.build(*args, params=params, **kwargs)
-        plugins = DEFAULTS.snapshot()
+        graph, out, base = self._build(args, kwargs, params, plugins.store)
         calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS)
         runner = FlowRunner(
             graph,
@@ -391,6 +438,15 @@ class Flow:
     ) -> dict[str, list[str]]:
         """The graph as a JSON adjacency mapping ``{node: [downstream nodes]}``; runs nothing."""
         return self.build(*args, params=params, **kwargs)[0].adjacency()
+
+
+def _snapshot(cache: ResultCache | None, store: ArtifactStore | None) -> Plugins:
+    """The plugins of a new run, checking the per-run choices first."""
+    if cache is not None:
+        check_cache(cache, "result_cache")
+    if store is not None:
+        check_store(store, "artifact_store")
+    return DEFAULTS.snapshot(cache=cache, store=store)
 
 
 async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:

@@ -30,6 +30,8 @@ class RunContext:
         task_name: The running task's name; ``None`` while the flow body is being built.
         node_id: The running task's node id in the graph; ``None`` while building.
         attempt: The current attempt, starting at 1; 0 while building.
+        artifact_store: The run's artifact store (what ``artifacts.get_store()`` returns
+            inside the run).
     """
 
     run_id: str
@@ -38,6 +40,7 @@ class RunContext:
     task_name: str | None = None
     node_id: str | None = None
     attempt: int = 0
+    artifact_store: Any = field(default=None, repr=False, compare=False)
 
     @property
     def logger(self) -> logging.Logger:

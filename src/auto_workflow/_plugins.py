@@ -1,18 +1,21 @@
-"""Seams consulted around every task call, each a tiny protocol with an in-memory default.
+"""Seams consulted around every task call, each a tiny protocol with an in-memory default:
 
 result cache, artifact store, tracer, metrics, middleware and events. A run takes a
 :class:`Plugins` snapshot when it starts (explicit arguments win over the module-level
 defaults), so changing a default never affects a run already under way.
 
 Invariants: no plugin is created or configured at import; a plugin that raises is logged
-and never breaks a run (except the cache and store, whose failures fail the task: data
-must not be silently lost); unused seams cost a single attribute check per call.
+and never breaks a run (the result cache included: it is only an optimisation), except the
+artifact store, whose failure fails the task, so a persisted result is never silently
+lost; unused seams cost a single attribute check per call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import threading
 import time
 import uuid
@@ -21,6 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from auto_workflow._config import Config, get_config
+from auto_workflow._disk import FilesystemArtifactStore, FilesystemResultCache
 from auto_workflow._model import ArtifactRef
 from auto_workflow.exceptions import ArtifactNotFoundError
 
@@ -54,6 +59,8 @@ class ResultCache(Protocol):
 
     ``get`` returns ``None`` on a miss (or an expired entry); otherwise what ``set`` stored.
     The engine stores each result wrapped in a 1-tuple, so a task may return ``None``.
+    A backend whose ``set`` also accepts a ``ttl`` keyword is told how many seconds the
+    writer wants the entry kept, so it can drop expired entries.
     """
 
     def get(self, key: str, ttl: float | None) -> Any: ...
@@ -62,13 +69,20 @@ class ResultCache(Protocol):
 
 
 class MemoryResultCache:
-    """Thread-safe in-process cache with per-read TTL and an optional LRU bound."""
+    """Thread-safe in-process cache with per-read TTL and an optional LRU bound.
+
+    Entries whose writer-given ``ttl`` has passed are swept every ``_SWEEP_EVERY`` writes,
+    so a long-lived process does not keep dead entries forever.
+    """
+
+    _SWEEP_EVERY = 1024
 
     def __init__(self, max_entries: int | None = None, clock: Callable[[], float] = time.time):
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, float, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
         self._clock = clock
+        self._writes = 0
 
     def get(self, key: str, ttl: float | None) -> Any:
         """The stored value if younger than ``ttl`` seconds (``None`` ttl: no expiry)."""
@@ -76,21 +90,35 @@ class MemoryResultCache:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            stored_at, value = entry
-            if ttl is not None and self._clock() - stored_at >= ttl:
+            stored_at, expires_at, value = entry
+            now = self._clock()
+            if now >= expires_at or (ttl is not None and now - stored_at >= ttl):
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
             return value
 
-    def set(self, key: str, value: Any) -> None:
-        """Store ``value`` under ``key`` now, evicting the least recently used if full."""
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` now, evicting the least recently used if full.
+
+        ``ttl`` is how long the writer wants the entry; past it the entry may be dropped.
+        """
+        now = self._clock()
+        expires_at = math.inf if ttl is None else now + ttl
         with self._lock:
-            self._entries[key] = (self._clock(), value)
+            self._entries[key] = (now, expires_at, value)
             self._entries.move_to_end(key)
             if self._max is not None:
                 while len(self._entries) > self._max:
                     self._entries.popitem(last=False)
+            self._writes += 1
+            if self._writes % self._SWEEP_EVERY == 0:
+                self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        dead = [k for k, (_, expires_at, _) in self._entries.items() if now >= expires_at]
+        for key in dead:
+            del self._entries[key]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -138,13 +166,52 @@ class MemoryArtifactStore:
         try:
             return self._items[ref.key]
         except KeyError:
+            where = "" if ref.store == self.name else f" (the ref is from a {ref.store} store)"
             raise ArtifactNotFoundError(
-                f"no artifact {ref.key!r} in the {self.name} artifact store"
+                f"no artifact {ref.key!r} in the {self.name} artifact store{where}"
             ) from None
 
     def exists(self, ref: ArtifactRef) -> bool:
         """True if ``ref`` resolves."""
         return ref.key in self._items
+
+    def delete(self, ref: ArtifactRef) -> None:
+        """Forget the artifact behind ``ref`` (nothing happens if there is none)."""
+        with self._lock:
+            self._items.pop(ref.key, None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Shipped to a worker process (inside a run context), the store must not copy every
+        # artifact; the worker gets a stand-in that explains why it cannot resolve refs.
+        return (_ForeignMemoryStore, (os.getpid(),))
+
+
+class _ForeignMemoryStore:
+    """The memory store of another process, as seen from a worker: nothing resolves."""
+
+    name = "memory"
+
+    def __init__(self, owner_pid: int) -> None:
+        self.owner_pid = owner_pid
+
+    def _explain(self, what: str) -> str:
+        return (
+            f"{what}: this run's artifact store is the in-memory store of process "
+            f"{self.owner_pid}, which a run_in='process' task cannot reach; set "
+            "artifact_store = 'filesystem' (config) or pass a FilesystemArtifactStore"
+        )
+
+    def put(self, value: Any) -> ArtifactRef:
+        """Refuse: nothing stored here would be visible to the run."""
+        raise ArtifactNotFoundError(self._explain("cannot persist from a worker process"))
+
+    def get(self, ref: ArtifactRef) -> Any:
+        """Refuse with an explanation (raises ArtifactNotFoundError, a KeyError)."""
+        raise ArtifactNotFoundError(self._explain(f"artifact {ref.key!r} is out of reach"))
+
+    def exists(self, ref: ArtifactRef) -> bool:
+        """Always False: nothing is reachable from here."""
+        return False
 
 
 # -- tracing -----------------------------------------------------------------------------
@@ -256,27 +323,51 @@ class Plugins:
 
 
 class Defaults:
-    """The module-level defaults behind the public getters and setters."""
+    """The module-level defaults behind the public getters and setters.
+
+    The cache and store are set in code (``set_result_cache`` / ``set_store``) or, if not,
+    made from the configuration on first use and remade when the configuration is reloaded.
+    """
 
     def __init__(self) -> None:
         self.cache: ResultCache | None = None
         self.store: ArtifactStore | None = None
+        self._cache_from: Config | None = None  # the config the cache was made from
+        self._store_from: Config | None = None
         self.tracer: Tracer = NullTracer()
         self.metrics: MetricsProvider = InMemoryMetrics()
         self.middleware: list[Middleware] = []
         self.events = EventBus()
 
+    def set_cache(self, cache: ResultCache | None) -> None:
+        """Use ``cache`` from now on (``None``: back to the configured one)."""
+        self.cache, self._cache_from = cache, None
+
+    def set_store(self, store: ArtifactStore | None) -> None:
+        """Use ``store`` from now on (``None``: back to the configured one)."""
+        self.store, self._store_from = store, None
+
     def get_cache(self) -> ResultCache:
-        """The default result cache (an in-memory one, made on first use)."""
-        if self.cache is None:
-            self.cache = MemoryResultCache()
-        return self.cache
+        """The default result cache: the one set in code, else the configured one."""
+        cache = self.cache
+        if cache is not None and self._cache_from is None:
+            return cache
+        config = get_config()
+        if cache is None or self._cache_from is not config:
+            cache = self.cache = cache_from_config(config)
+            self._cache_from = config
+        return cache
 
     def get_store(self) -> ArtifactStore:
-        """The default artifact store (an in-memory one, made on first use)."""
-        if self.store is None:
-            self.store = MemoryArtifactStore()
-        return self.store
+        """The default artifact store: the one set in code, else the configured one."""
+        store = self.store
+        if store is not None and self._store_from is None:
+            return store
+        config = get_config()
+        if store is None or self._store_from is not config:
+            store = self.store = store_from_config(config)
+            self._store_from = config
+        return store
 
     def snapshot(
         self,
@@ -296,6 +387,43 @@ class Defaults:
             middleware=tuple(self.middleware),
             events=self.events,
         )
+
+
+def _check_methods(obj: object, what: str, methods: dict[str, str]) -> None:
+    for method, signature in methods.items():
+        if not callable(getattr(obj, method, None)):
+            wanted = " and ".join(methods.values())
+            raise TypeError(
+                f"{what} must have {wanted} methods; {type(obj).__name__} has no {signature}"
+            )
+
+
+def check_cache(cache: object, what: str = "a result cache") -> ResultCache:
+    """``cache`` if it has the ResultCache methods, else a TypeError naming ``what``."""
+    _check_methods(cache, what, {"get": "get(key, ttl)", "set": "set(key, value)"})
+    return cache  # type: ignore[return-value]
+
+
+def check_store(store: object, what: str = "an artifact store") -> ArtifactStore:
+    """``store`` if it has the ArtifactStore methods, else a TypeError naming ``what``."""
+    _check_methods(store, what, {"put": "put(value)", "get": "get(ref)"})
+    return store  # type: ignore[return-value]
+
+
+def cache_from_config(config: Config) -> ResultCache:
+    """The result cache the configuration asks for."""
+    if config.result_cache == "filesystem":
+        return FilesystemResultCache(config.result_cache_path)
+    return MemoryResultCache(config.result_cache_max_entries)
+
+
+def store_from_config(config: Config) -> ArtifactStore:
+    """The artifact store the configuration asks for."""
+    if config.artifact_store == "filesystem":
+        return FilesystemArtifactStore(
+            config.artifact_store_path, serializer=config.artifact_serializer
+        )
+    return MemoryArtifactStore()
 
 
 DEFAULTS = Defaults()

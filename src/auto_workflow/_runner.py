@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
+import copy
 import inspect
 import logging
 import math
-import pickle
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +41,13 @@ from auto_workflow._executors import (
     get_process_pool,
 )
 from auto_workflow._graph import SKIPPED, Graph, Node, RunState, TaskLike, resolve
+from auto_workflow._keys import UnkeyableError, default_cache_key
 from auto_workflow._model import ArtifactRef, FailurePolicy, RunIn
 from auto_workflow.exceptions import (
     AggregateTaskError,
+    CacheKeyWarning,
     FanOutLimitError,
+    InvalidKeyError,
     RetryExhaustedError,
     SerializationError,
     TaskExecutionError,
@@ -84,19 +87,42 @@ class _Abort(Exception):
     """Raised by a worker to make the TaskGroup cancel the others (fail-fast)."""
 
 
-def default_cache_key(task: TaskLike, fn: Callable[..., Any], args: Any, kwargs: Any) -> str:
-    """A digest of the task's identity, code and bound arguments (refined in issue 3)."""
-    sig = inspect.signature(fn)
-    bound = sig.bind(*args, **kwargs)
-    bound.apply_defaults()
-    code = getattr(fn, "__code__", None)
-    digest = hashlib.sha256()
-    digest.update(f"{fn.__module__}:{fn.__qualname__}:{task.name}".encode())
-    if code is not None:
-        digest.update(code.co_code)
-        digest.update(repr(code.co_consts).encode())
-    digest.update(pickle.dumps(sorted(bound.arguments.items()), protocol=5))
-    return digest.hexdigest()
+class _Flight:
+    """A cached call being run by one leader, awaited by identical calls (in one run)."""
+
+    __slots__ = ("error", "finished", "succeeded", "value")
+
+    def __init__(self) -> None:
+        self.finished = asyncio.Event()
+        self.succeeded = False
+        self.value: Any = None
+        self.error: TaskExecutionError | None = None
+
+
+def _copy_error(err: TaskExecutionError) -> TaskExecutionError:
+    """The leader's failure for a follower: same type and fields, a traceback of its own."""
+    twin = copy.copy(err).with_traceback(None)
+    twin.__cause__ = err.__cause__
+    return twin
+
+
+_TAKES_TTL: dict[type, bool] = {}
+
+
+def _takes_ttl(cache: object) -> bool:
+    """True if ``cache.set`` accepts a ``ttl`` keyword (decided once per backend type)."""
+    kind = type(cache)
+    known = _TAKES_TTL.get(kind)
+    if known is None:
+        try:
+            params = inspect.signature(cache.set).parameters  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        known = "ttl" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+        _TAKES_TTL[kind] = known
+    return known
 
 
 class CallRunner:
@@ -110,6 +136,7 @@ class CallRunner:
         self._process: ProcessExecutor | None = None
         self._async = AsyncExecutor()
         self._observed = bool(plugins.middleware) or plugins.tracer is not None
+        self._inflight: dict[str, _Flight] = {}
 
     def close(self) -> None:
         """Shut down the thread pool this run started (process workers are shared)."""
@@ -134,8 +161,13 @@ class CallRunner:
 
     async def call(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    ) -> tuple[Any, str | None]:
         """Run one call of ``task`` to its final value (or ArtifactRef).
+
+        Returns:
+            ``(value, source)``: ``source`` is ``None`` when the task ran, ``"cache"`` for a
+            result cache hit and ``"in_flight"`` when an identical call running at the same
+            time in this run produced the value.
 
         Raises:
             TaskExecutionError: (or a subclass) when the call finally fails.
@@ -145,60 +177,126 @@ class CallRunner:
             return await self._call(task, node, args, kwargs)
         start = time.perf_counter()
         try:
-            value = await self._call(task, node, args, kwargs)
+            outcome = await self._call(task, node, args, kwargs)
         except TaskExecutionError:
             metrics.inc("tasks_failed", task=task.name)
             raise
         metrics.inc("tasks_succeeded", task=task.name)
         metrics.observe("task_duration_ms", (time.perf_counter() - start) * 1000, task=task.name)
-        return value
+        return outcome
 
     async def _call(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        opts = task.options
-        if opts.cache_ttl is None:
-            value = await self._attempts(task, node, args, kwargs)
-            return self._persist(task, value) if opts.persist else value
+    ) -> tuple[Any, str | None]:
+        if not task.options.cache_ttl:  # None: not cached; 0: never hits
+            return await self._fresh(task, node, args, kwargs), None
         key = self._cache_key(task, args, kwargs)
-        if key is not None:
-            hit = self.plugins.cache.get(key, opts.cache_ttl)
-            if hit is not None and self._hit_is_valid(hit[0]):
-                self._count("cache_hits", task)
-                return hit[0]
+        if key is None:
+            return await self._fresh(task, node, args, kwargs), None
+        while True:
+            hit = self._lookup(task, key)
+            if hit is not None:
+                return hit[0], "cache"
+            flight = self._inflight.get(key)
+            if flight is None:
+                break
+            self._count("dedup_joins", task)
+            await flight.finished.wait()
+            if flight.error is not None:
+                raise _copy_error(flight.error)
+            if flight.succeeded:
+                return flight.value, "in_flight"
+            # The leader was cancelled before it finished: look again, maybe lead.
+        return await self._lead(task, node, key, args, kwargs), None
+
+    async def _lead(
+        self, task: TaskLike, node: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a cached call that nobody else is running; identical calls wait for it."""
+        flight = self._inflight[key] = _Flight()
+        try:
+            value = await self._fresh(task, node, args, kwargs)
+            self._store(task, key, value)
+            flight.value, flight.succeeded = value, True
+            return value
+        except TaskExecutionError as err:
+            flight.error = err
+            raise
+        finally:
+            del self._inflight[key]
+            flight.finished.set()
+
+    async def _fresh(
+        self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         value = await self._attempts(task, node, args, kwargs)
-        if opts.persist:
-            value = self._persist(task, value)
-        if key is not None and opts.cache_ttl > 0:
-            self.plugins.cache.set(key, (value,))
-            self._count("cache_sets", task)
-        return value
+        return self._persist(task, value) if task.options.persist else value
+
+    def _lookup(self, task: TaskLike, key: str) -> tuple[Any] | None:
+        """The cached 1-tuple for ``key`` if there is a valid one; a failing backend misses."""
+        try:
+            hit = self.plugins.cache.get(key, task.options.cache_ttl)
+        except Exception:
+            logger.exception("task %r: the result cache failed on get(); a miss", task.name)
+            return None
+        if hit is None:
+            return None
+        if not (isinstance(hit, tuple) and len(hit) == 1):
+            logger.warning("task %r: the result cache returned %r; a miss", task.name, type(hit))
+            return None
+        if not self._hit_is_valid(hit[0]):
+            return None
+        self._count("cache_hits", task)
+        return hit
+
+    def _store(self, task: TaskLike, key: str, value: Any) -> None:
+        """Cache a success; a backend failure costs the entry, never the result."""
+        cache = self.plugins.cache
+        try:
+            if _takes_ttl(cache):
+                cache.set(key, (value,), ttl=task.options.cache_ttl)  # type: ignore[call-arg]
+            else:
+                cache.set(key, (value,))
+        except Exception:
+            logger.exception("task %r: the result cache failed on set(); not cached", task.name)
+            return
+        self._count("cache_sets", task)
 
     def _hit_is_valid(self, value: Any) -> bool:
         """A cached ArtifactRef is only a hit while its artifact still exists."""
+        if not isinstance(value, ArtifactRef):
+            return True
         exists = getattr(self.plugins.store, "exists", None)
-        return not (isinstance(value, ArtifactRef) and exists is not None and not exists(value))
+        try:
+            return exists is None or bool(exists(value))
+        except Exception:
+            logger.exception("artifact store failed on exists(%r); treated as missing", value)
+            return False
 
     def _cache_key(
         self, task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> str | None:
         """The cache key of this call, or ``None`` when its arguments cannot be keyed."""
-        fn, key_fn = task.fn, task.options.cache_key_fn
+        key_fn = task.options.cache_key_fn
         if key_fn is None:
             try:
-                return default_cache_key(task, fn, args, kwargs)
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                logger.warning(
-                    "task %r: arguments cannot be keyed (%s); running uncached", task.name, exc
+                return default_cache_key(task, args, kwargs)
+            except UnkeyableError as exc:
+                warnings.warn(
+                    f"task {task.name!r} runs uncached: {exc}", CacheKeyWarning, stacklevel=2
                 )
                 return None
+            except TypeError:
+                return None  # the arguments do not fit the signature: the call will say so
         try:
-            key = key_fn(fn, args, kwargs)
+            key = key_fn(task.fn, args, kwargs)
         except Exception as exc:
             msg = f"task {task.name!r}: cache_key_fn raised {exc!r}"
             raise TaskExecutionError(task.name, exc, 0, message=msg) from exc
         if not isinstance(key, str):
-            err = TypeError(f"cache_key_fn must return a str; got {type(key).__name__}")
+            err = InvalidKeyError(
+                f"task {task.name!r}: cache_key_fn must return a str; got {type(key).__name__}"
+            )
             raise TaskExecutionError(task.name, err, 0)
         return key
 
@@ -206,7 +304,12 @@ class CallRunner:
         try:
             return self.plugins.store.put(value)
         except Exception as exc:
-            raise TaskExecutionError(task.name, exc, task.options.retries + 1) from exc
+            raise TaskExecutionError(
+                task.name,
+                exc,
+                task.options.retries + 1,
+                message=f"task {task.name!r}: its result could not be persisted: {exc}",
+            ) from exc
 
     def _count(self, name: str, task: TaskLike) -> None:
         metrics = self.plugins.metrics
@@ -481,7 +584,7 @@ class FlowRunner:
     async def _call(self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         events = self._events
         if events is None:
-            return await self.calls.call(node.task, node, args, kwargs)
+            return (await self.calls.call(node.task, node, args, kwargs))[0]
         return await call_with_events(self.calls, events, node.task, node.id, args, kwargs)
 
     def _on_failure(self, node: Node, err: TaskExecutionError) -> None:
@@ -521,12 +624,16 @@ async def call_with_events(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """``calls.call`` bracketed by task_started and task_succeeded / task_failed events."""
+    """``calls.call`` bracketed by task_started and task_succeeded / task_failed events.
+
+    A result reused from the cache or from an identical call in flight also emits
+    ``task_cached``, and ``task_succeeded`` says ``cached``.
+    """
     base = calls.payload(task, node_id)
     events.emit("task_started", {**base, "attempt": 1})
     start = time.perf_counter()
     try:
-        value = await calls.call(task, node_id, args, kwargs)
+        value, source = await calls.call(task, node_id, args, kwargs)
     except TaskExecutionError as err:
         ms = (time.perf_counter() - start) * 1000
         events.emit(
@@ -534,7 +641,9 @@ async def call_with_events(
         )
         raise
     ms = (time.perf_counter() - start) * 1000
-    events.emit("task_succeeded", {**base, "duration_ms": ms})
+    if source is not None:
+        events.emit("task_cached", {**base, "source": source})
+    events.emit("task_succeeded", {**base, "duration_ms": ms, "cached": source is not None})
     return value
 
 

@@ -1,24 +1,52 @@
 """Artifacts: where ``persist=True`` task results go.
 
 ``get_store().get(ref)`` returns the value behind an :class:`ArtifactRef`; a missing one
-raises :class:`~auto_workflow.exceptions.ArtifactNotFoundError` (a ``KeyError``).
+raises :class:`~auto_workflow.exceptions.ArtifactNotFoundError` (a ``KeyError``). The stores
+are :class:`MemoryArtifactStore` (the default; this process only) and
+:class:`FilesystemArtifactStore` (a directory shared by processes, and the one to use when
+``run_in="process"`` tasks read refs). Pick one with the ``artifact_store`` configuration
+key, with :func:`set_store`, or per run with ``Flow.run(artifact_store=...)``.
+
+The ``pickle`` serializer (the default) can run arbitrary code when it loads a file: only
+use it with a store directory you trust. ``serializer="json"`` (configuration key
+``artifact_serializer``) stores plain JSON and refuses values JSON cannot hold exactly.
 """
 
 from __future__ import annotations
 
-from auto_workflow._plugins import DEFAULTS, ArtifactRef, ArtifactStore, MemoryArtifactStore
+from auto_workflow._context import current_context
+from auto_workflow._disk import FilesystemArtifactStore
+from auto_workflow._model import ArtifactRef
+from auto_workflow._plugins import DEFAULTS, ArtifactStore, MemoryArtifactStore, check_store
 
-__all__ = ["ArtifactRef", "ArtifactStore", "MemoryArtifactStore", "get_store", "set_store"]
+__all__ = [
+    "ArtifactRef",
+    "ArtifactStore",
+    "FilesystemArtifactStore",
+    "MemoryArtifactStore",
+    "get_store",
+    "set_store",
+]
 
 
 def get_store() -> ArtifactStore:
-    """The default artifact store (in memory unless configured otherwise)."""
-    return DEFAULTS.get_store()
+    """The artifact store to read refs from.
+
+    Inside a task (in any ``run_in`` mode, worker processes included) or a flow body, this
+    is the store of the run it belongs to; elsewhere, the default store: the one set with
+    :func:`set_store`, else the configured one.
+    """
+    ctx = current_context()
+    store = ctx.artifact_store if ctx is not None else None
+    return store if store is not None else DEFAULTS.get_store()
 
 
-def set_store(store: ArtifactStore) -> None:
-    """Make ``store`` the default artifact store for new runs."""
-    for method in ("put", "get"):
-        if not callable(getattr(store, method, None)):
-            raise TypeError(f"an artifact store needs a {method}() method")
-    DEFAULTS.store = store
+def set_store(store: ArtifactStore | None) -> None:
+    """Make ``store`` the default artifact store for new runs (``None``: the configured one).
+
+    Raises:
+        TypeError: ``store`` lacks a callable ``put`` or ``get``.
+    """
+    if store is not None:
+        check_store(store)
+    DEFAULTS.set_store(store)

@@ -1,23 +1,43 @@
 """The result cache used by tasks with ``cache_ttl``.
 
-A backend is any object with ``get(key, ttl)`` (``None`` on a miss) and ``set(key, value)``.
+A backend is any object with ``get(key, ttl)`` (``None`` on a miss) and ``set(key, value)``;
+if its ``set`` also takes a ``ttl`` keyword it learns how long each entry is wanted. The
+built-in backends are :class:`MemoryResultCache` (the default) and
+:class:`FilesystemResultCache` (a directory any number of processes can share). Pick one with
+the ``result_cache`` configuration key, with :func:`set_result_cache`, or per run with
+``Flow.run(result_cache=...)``.
+
+The filesystem backend stores results with pickle: point it only at a directory you trust.
 """
 
 from __future__ import annotations
 
-from auto_workflow._plugins import DEFAULTS, MemoryResultCache, ResultCache
+from auto_workflow._disk import FilesystemResultCache
+from auto_workflow._keys import CacheKeyReport
+from auto_workflow._plugins import DEFAULTS, MemoryResultCache, ResultCache, check_cache
 
-__all__ = ["MemoryResultCache", "ResultCache", "get_result_cache", "set_result_cache"]
+__all__ = [
+    "CacheKeyReport",
+    "FilesystemResultCache",
+    "MemoryResultCache",
+    "ResultCache",
+    "get_result_cache",
+    "set_result_cache",
+]
 
 
 def get_result_cache() -> ResultCache:
-    """The default result cache (in memory unless configured otherwise)."""
+    """The default result cache: the one set with :func:`set_result_cache`, else the
+    configured one (``result_cache``: ``"memory"`` or ``"filesystem"``)."""
     return DEFAULTS.get_cache()
 
 
-def set_result_cache(cache: ResultCache) -> None:
-    """Make ``cache`` the default result cache for new runs."""
-    for method in ("get", "set"):
-        if not callable(getattr(cache, method, None)):
-            raise TypeError(f"a result cache needs a {method}() method")
-    DEFAULTS.cache = cache
+def set_result_cache(cache: ResultCache | None) -> None:
+    """Make ``cache`` the default result cache for new runs (``None``: the configured one).
+
+    Raises:
+        TypeError: ``cache`` lacks a callable ``get`` or ``set``.
+    """
+    if cache is not None:
+        check_cache(cache)
+    DEFAULTS.set_cache(cache)

@@ -1,0 +1,514 @@
+"""Caching and persistence as the engine applies them: keys, de-duplication, backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auto_workflow import fan_out, flow, subscribe, task
+from auto_workflow._context import RunContext
+from auto_workflow._plugins import DEFAULTS
+from auto_workflow._runner import CallRunner
+from auto_workflow.artifacts import (
+    ArtifactRef,
+    FilesystemArtifactStore,
+    MemoryArtifactStore,
+    get_store,
+    set_store,
+)
+from auto_workflow.cache import (
+    FilesystemResultCache,
+    MemoryResultCache,
+    get_result_cache,
+    set_result_cache,
+)
+from auto_workflow.config import reload_config
+from auto_workflow.exceptions import (
+    ArtifactNotFoundError,
+    CacheKeyWarning,
+    TaskExecutionError,
+)
+from auto_workflow.metrics_provider import InMemoryMetrics, set_metrics_provider
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- the default key as the engine uses it -------------------------------------------------
+
+
+def test_defaults_are_applied_so_positional_and_keyword_calls_share_an_entry() -> None:
+    runs: list[int] = []
+
+    @task(cache_ttl=60)
+    def scale(a: int, factor: int = 2) -> int:
+        runs.append(a)
+        return a * factor
+
+    assert scale(3) == 6
+    assert scale(a=3) == 6
+    assert scale(3, 2) == 6
+    assert scale(factor=2, a=3) == 6
+    assert runs == [3]
+    assert scale(3, 3) == 9
+    assert runs == [3, 3]
+
+
+def test_unkeyable_argument_runs_uncached_and_warns_naming_task_and_argument() -> None:
+    runs: list[int] = []
+
+    @task(cache_ttl=60)
+    def use_lock(n: int, guard: Any) -> int:
+        runs.append(n)
+        return n + 1
+
+    import threading
+
+    lock = threading.Lock()
+    with pytest.warns(CacheKeyWarning, match=r"use_lock.*guard"):
+        assert use_lock(1, lock) == 2
+    with pytest.warns(CacheKeyWarning):
+        assert use_lock(1, lock) == 2
+    assert runs == [1, 1]
+
+
+def test_cache_key_fn_that_raises_or_returns_a_non_string_is_a_clear_error() -> None:
+    def broken(fn: Any, args: Any, kwargs: Any) -> str:
+        raise LookupError("no key today")
+
+    def numeric(fn: Any, args: Any, kwargs: Any) -> str:
+        return 42  # type: ignore[return-value]
+
+    @task(cache_ttl=60, cache_key_fn=broken)
+    def a() -> int:
+        return 1
+
+    @task(cache_ttl=60, cache_key_fn=numeric)
+    def b() -> int:
+        return 1
+
+    with pytest.raises(TaskExecutionError, match="cache_key_fn raised") as info:
+        a()
+    assert isinstance(info.value.original, LookupError)
+    with pytest.raises(TaskExecutionError, match="must return a str; got int"):
+        b()
+
+
+def test_explain_cache_key_shows_why_calls_share_or_do_not_share_a_key() -> None:
+    @task(cache_ttl=60)
+    def load(path: str, limit: int = 10) -> str:
+        return path
+
+    same = load.explain_cache_key("a.csv")
+    assert same.key == load.explain_cache_key(path="a.csv", limit=10).key
+    other = load.explain_cache_key("a.csv", 11)
+    assert other.key != same.key
+    assert list(same.arguments) == ["path", "limit"]
+    assert same.arguments["path"] == other.arguments["path"]
+    assert same.arguments["limit"] != other.arguments["limit"]
+    assert any("limit" in reason for reason in same.diff(other))
+
+
+# -- in-flight de-duplication --------------------------------------------------------------
+
+
+def test_identical_cached_calls_in_flight_run_once() -> None:
+    runs: list[int] = []
+    metrics = InMemoryMetrics()
+    set_metrics_provider(metrics)
+    seen: list[dict[str, Any]] = []
+    subscribe("task_cached", lambda name, payload: seen.append(payload))
+
+    @task(cache_ttl=60)
+    async def fetch(x: int) -> int:
+        runs.append(x)
+        await asyncio.sleep(0.05)
+        return x * 100
+
+    @flow
+    def many() -> Any:
+        return [fetch(1) for _ in range(5)] + [fetch(2)]
+
+    assert many.run() == [100] * 5 + [200]
+    assert sorted(runs) == [1, 2]
+    assert metrics.counters["dedup_joins"] == 4
+    assert sorted(p["source"] for p in seen) == ["in_flight"] * 4
+
+
+def test_when_the_leader_fails_every_follower_gets_the_failure() -> None:
+    runs: list[int] = []
+
+    @task(cache_ttl=60)
+    async def doomed(x: int) -> int:
+        runs.append(x)
+        await asyncio.sleep(0.05)
+        raise ValueError(f"bad {x}")
+
+    @flow
+    def many() -> Any:
+        return [doomed(1) for _ in range(3)]
+
+    results = many.run(failure_policy="continue")
+    assert runs == [1]
+    assert len(results) == 3
+    for err in results:
+        assert isinstance(err, TaskExecutionError)
+        assert isinstance(err.original, ValueError)
+        assert "bad 1" in str(err)
+    assert len({id(e) for e in results}) == 3  # each node has its own error object
+
+
+async def test_when_the_leader_is_cancelled_a_follower_takes_over() -> None:
+    runs: list[str] = []
+    gate = asyncio.Event()
+
+    @task(cache_ttl=60)
+    async def slow(x: int) -> int:
+        runs.append("start")
+        await gate.wait()
+        return x + 1
+
+    base = RunContext(run_id="r", flow_name="f")
+    calls = CallRunner(base, DEFAULTS.snapshot(), 4)
+    leader = asyncio.create_task(calls.call(slow, "n0", (1,), {}))
+    await asyncio.sleep(0.01)
+    follower = asyncio.create_task(calls.call(slow, "n1", (1,), {}))
+    await asyncio.sleep(0.01)
+    leader.cancel()
+    await asyncio.sleep(0.01)
+    gate.set()
+    value, source = await asyncio.wait_for(follower, 5)
+    assert (value, source) == (2, None)
+    assert runs == ["start", "start"]
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    calls.close()
+
+
+def test_no_deduplication_for_uncached_or_ttl_zero_tasks() -> None:
+    runs: list[str] = []
+
+    @task
+    async def plain(x: int) -> int:
+        runs.append("plain")
+        await asyncio.sleep(0.01)
+        return x
+
+    @task(cache_ttl=0)
+    async def never(x: int) -> int:
+        runs.append("never")
+        await asyncio.sleep(0.01)
+        return x
+
+    @flow
+    def both() -> Any:
+        return [plain(1), plain(1), never(1), never(1)]
+
+    assert both.run() == [1, 1, 1, 1]
+    assert sorted(runs) == ["never", "never", "plain", "plain"]
+
+
+# -- events and metrics --------------------------------------------------------------------
+
+
+def test_cache_hit_emits_task_cached_and_marks_task_succeeded() -> None:
+    cached: list[dict[str, Any]] = []
+    succeeded: list[dict[str, Any]] = []
+    subscribe("task_cached", lambda name, payload: cached.append(payload))
+    subscribe("task_succeeded", lambda name, payload: succeeded.append(payload))
+
+    @task(cache_ttl=60)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def once() -> int:
+        return double(4)
+
+    assert once.run() == 8
+    assert once.run() == 8
+    assert [p["cached"] for p in succeeded] == [False, True]
+    assert len(cached) == 1
+    assert cached[0]["source"] == "cache"
+    assert cached[0]["task"] == "double"
+    assert cached[0]["flow"] == "once"
+
+
+# -- backends: chosen by configuration, in code, per run -----------------------------------
+
+
+def test_ttl_expiry_follows_the_cache_clock() -> None:
+    clock = FakeClock()
+    set_result_cache(MemoryResultCache(clock=clock))
+    runs: list[int] = []
+
+    @task(cache_ttl=30)
+    def stamp(x: int) -> int:
+        runs.append(x)
+        return x
+
+    stamp(1)
+    clock.now += 29.9
+    stamp(1)
+    assert runs == [1]
+    clock.now += 0.1
+    stamp(1)
+    assert runs == [1, 1]
+
+
+def test_memory_cache_sweeps_entries_past_their_writer_ttl() -> None:
+    clock = FakeClock()
+    cache = MemoryResultCache(clock=clock)
+    for i in range(MemoryResultCache._SWEEP_EVERY - 1):
+        cache.set(f"k{i}", (i,), ttl=10)
+    clock.now += 11
+    cache.set("keep", (1,))
+    assert len(cache) == 1
+    assert cache.get("keep", None) == (1,)
+
+
+def test_lru_bound_from_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTO_WORKFLOW_RESULT_CACHE_MAX_ENTRIES", "2")
+    reload_config()
+    try:
+        runs: list[int] = []
+
+        @task(cache_ttl=60)
+        def ident(x: int) -> int:
+            runs.append(x)
+            return x
+
+        for x in (1, 2, 3, 1):
+            ident(x)
+        assert runs == [1, 2, 3, 1]  # 1 was evicted when 3 came in
+        assert len(get_result_cache()) == 2  # type: ignore[arg-type]
+    finally:
+        monkeypatch.delenv("AUTO_WORKFLOW_RESULT_CACHE_MAX_ENTRIES")
+        reload_config()
+
+
+def test_configuration_selects_filesystem_backends_and_reload_switches_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AUTO_WORKFLOW_RESULT_CACHE", "filesystem")
+    monkeypatch.setenv("AUTO_WORKFLOW_RESULT_CACHE_PATH", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUTO_WORKFLOW_ARTIFACT_STORE", "filesystem")
+    monkeypatch.setenv("AUTO_WORKFLOW_ARTIFACT_STORE_PATH", str(tmp_path / "art"))
+    monkeypatch.setenv("AUTO_WORKFLOW_ARTIFACT_SERIALIZER", "json")
+    reload_config()
+    try:
+        cache, store = get_result_cache(), get_store()
+        assert isinstance(cache, FilesystemResultCache)
+        assert cache.path == tmp_path / "cache"
+        assert isinstance(store, FilesystemArtifactStore)
+        assert (store.path, store.serializer) == (tmp_path / "art", "json")
+
+        @task(cache_ttl=60, persist=True)
+        def report(n: int) -> dict[str, int]:
+            return {"n": n}
+
+        ref = report(3)
+        assert ref.store == "filesystem"
+        assert report(3) == ref  # the cached ref, its artifact still there
+        assert get_store().get(ref) == {"n": 3}
+        assert any((tmp_path / "art").rglob("*"))
+        assert any((tmp_path / "cache").rglob("*"))
+    finally:
+        for name in ("RESULT_CACHE", "RESULT_CACHE_PATH", "ARTIFACT_STORE"):
+            monkeypatch.delenv(f"AUTO_WORKFLOW_{name}")
+        monkeypatch.delenv("AUTO_WORKFLOW_ARTIFACT_STORE_PATH")
+        monkeypatch.delenv("AUTO_WORKFLOW_ARTIFACT_SERIALIZER")
+        reload_config()
+    assert isinstance(get_result_cache(), MemoryResultCache)
+    assert isinstance(get_store(), MemoryArtifactStore)
+
+
+def test_backend_set_in_code_wins_over_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mine = MemoryResultCache()
+    set_result_cache(mine)
+    monkeypatch.setenv("AUTO_WORKFLOW_RESULT_CACHE", "filesystem")
+    monkeypatch.setenv("AUTO_WORKFLOW_RESULT_CACHE_PATH", str(tmp_path))
+    reload_config()
+    try:
+        assert get_result_cache() is mine
+        set_result_cache(None)
+        assert isinstance(get_result_cache(), FilesystemResultCache)
+    finally:
+        monkeypatch.delenv("AUTO_WORKFLOW_RESULT_CACHE")
+        monkeypatch.delenv("AUTO_WORKFLOW_RESULT_CACHE_PATH")
+        reload_config()
+
+
+class RecordingCache:
+    """A custom backend with the two-method protocol only (no ttl keyword)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Any] = {}
+        self.ttls: list[float | None] = []
+
+    def get(self, key: str, ttl: float | None) -> Any:
+        self.ttls.append(ttl)
+        return self.entries.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.entries[key] = value
+
+
+def test_per_run_cache_and_store_are_used_instead_of_the_defaults() -> None:
+    cache, store = RecordingCache(), MemoryArtifactStore()
+
+    @task(cache_ttl=45, persist=True)
+    def make(x: int) -> int:
+        return x
+
+    @task
+    def read(ref: ArtifactRef) -> Any:
+        return get_store().get(ref)  # the run's store, not the default one
+
+    @flow
+    def pipeline() -> Any:
+        return read(make(5))
+
+    assert pipeline.run(result_cache=cache, artifact_store=store) == 5
+    assert len(cache.entries) == 1
+    assert cache.ttls == [45]
+    assert len(get_result_cache()) == 0  # type: ignore[arg-type]
+    (value,) = next(iter(cache.entries.values()))
+    assert store.get(value) == 5
+    with pytest.raises(ArtifactNotFoundError):
+        get_store().get(value)
+
+
+def test_per_run_backends_are_checked_before_anything_runs() -> None:
+    @flow
+    def nothing() -> None:
+        return None
+
+    with pytest.raises(TypeError, match=r"result_cache must have get\(key, ttl\)"):
+        nothing.run(result_cache=object())
+    with pytest.raises(TypeError, match=r"artifact_store must have put\(value\)"):
+        nothing.run(artifact_store=42)
+
+
+def test_a_failing_cache_backend_costs_the_entry_never_the_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        def get(self, key: str, ttl: float | None) -> Any:
+            raise OSError("disk gone")
+
+        def set(self, key: str, value: Any) -> None:
+            raise OSError("disk gone")
+
+    set_result_cache(Broken())
+
+    @task(cache_ttl=60)
+    def fine(x: int) -> int:
+        return x + 1
+
+    with caplog.at_level(logging.ERROR, logger="auto_workflow"):
+        assert fine(1) == 2
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "get()" in messages
+    assert "set()" in messages
+
+
+# -- persistence ---------------------------------------------------------------------------
+
+
+def test_persisted_and_cached_result_reruns_when_its_artifact_is_gone() -> None:
+    runs: list[int] = []
+    store = MemoryArtifactStore()
+    set_store(store)
+
+    @task(cache_ttl=60, persist=True)
+    def build(x: int) -> list[int]:
+        runs.append(x)
+        return [x] * 3
+
+    first = build(1)
+    assert build(1) == first
+    assert runs == [1]
+    store.delete(first)
+    second = build(1)
+    assert runs == [1, 1]
+    assert second != first
+    assert get_store().get(second) == [1, 1, 1]
+
+
+def test_json_store_fails_the_task_naming_the_type(tmp_path: Path) -> None:
+    set_store(FilesystemArtifactStore(tmp_path, serializer="json"))
+
+    @task(persist=True)
+    def bad() -> Any:
+        return {"when": {1, 2}}
+
+    with pytest.raises(TaskExecutionError, match="set") as info:
+        bad()
+    assert isinstance(info.value.original, TypeError)
+    assert "persisted" in str(info.value)
+
+
+def test_process_task_resolves_refs_from_a_filesystem_store(tmp_path: Path) -> None:
+    @task(persist=True)
+    def produce(n: int) -> list[int]:
+        return list(range(n))
+
+    @task(run_in="process")
+    def consume(ref: ArtifactRef) -> int:
+        return sum(get_store().get(ref))
+
+    @flow
+    def pipeline() -> int:
+        return consume(produce(10))
+
+    store = FilesystemArtifactStore(tmp_path)
+    assert pipeline.run(artifact_store=store) == 45
+
+
+def test_process_task_with_a_memory_store_gets_an_error_saying_what_to_do() -> None:
+    @task(persist=True)
+    def produce() -> int:
+        return 1
+
+    @task(run_in="process")
+    def consume(ref: ArtifactRef) -> int:
+        return int(get_store().get(ref))
+
+    @flow
+    def pipeline() -> int:
+        return consume(produce())
+
+    with pytest.raises(TaskExecutionError, match="filesystem") as info:
+        pipeline.run()
+    assert isinstance(info.value.original, KeyError)
+
+
+def test_fan_out_of_a_cached_task_hits_per_element() -> None:
+    runs: list[int] = []
+
+    @task(cache_ttl=60)
+    def sq(x: int) -> int:
+        runs.append(x)
+        return x * x
+
+    @flow
+    def squares() -> Any:
+        return fan_out(sq, [1, 2, 3, 2])
+
+    assert squares.run() == [1, 4, 9, 4]
+    assert squares.run() == [1, 4, 9, 4]
+    assert sorted(runs) == [1, 2, 3]
