@@ -206,3 +206,17 @@ def test_views_derive_from_one_model() -> None:
     assert dot.startswith('digraph "etl" {')
     assert '"a:0" -> "fanout:1";' in dot
     assert '"fanout:1" -> "c:2";' in dot
+    mermaid = g.to_mermaid().splitlines()
+    assert mermaid[0] == "flowchart LR"
+    assert '    n0["a:0"]' in mermaid
+    assert '    n1{"fan_out(b)"}' in mermaid
+    assert "    n0 --> n1" in mermaid
+    assert "    n1 --> n2" in mermaid
+
+
+def test_mermaid_labels_cannot_break_out_of_their_quotes() -> None:
+    g = Graph("odd")
+    weird = task(name='say "hi" <b>#1</b>')(_fn)
+    g.add(weird, (), {})
+    line = g.to_mermaid().splitlines()[1]
+    assert line == '    n0["say #quot;hi#quot; #lt;b#gt;#35;1#lt;/b#gt;:0"]'

@@ -253,4 +253,5 @@ def test_in_memory_metrics_count_successes_failures_retries_and_cache() -> None:
     assert metrics.counters["task_retries"] == 1
     assert metrics.counters["cache_hits"] == 1
     assert metrics.counters["cache_sets"] == 1
-    assert len(metrics.histograms["task_duration_ms"]) == 2
+    assert len(metrics.histograms["task_duration_ms"]) == 3  # failures are timed too
+    assert metrics.counters["tasks_running"] == 0

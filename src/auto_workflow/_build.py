@@ -16,6 +16,7 @@ import functools
 import inspect
 import numbers
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import replace
@@ -433,6 +434,12 @@ class Flow:
         """The graph in Graphviz DOT; runs nothing."""
         return self.build(*args, params=params, **kwargs)[0].to_dot()
 
+    def export_mermaid(
+        self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> str:
+        """The graph as a Mermaid flowchart; runs nothing."""
+        return self.build(*args, params=params, **kwargs)[0].to_mermaid()
+
     def export_graph(
         self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> dict[str, list[str]]:
@@ -456,6 +463,7 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
     payload = {"flow": base.flow_name, "run_id": base.run_id}
     if events:
         events.emit("flow_started", {**payload, "tasks": len(runner.state.graph.nodes)})
+    start = time.perf_counter()
     token = _building.set(None)  # tasks started by this run must never add to an outer build
     try:
         if plugins.tracer is None:
@@ -465,12 +473,15 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
                 await runner.run()
     except BaseException as exc:
         if events:
-            events.emit("flow_completed", {**payload, "status": "failed", "error": repr(exc)})
+            ms = (time.perf_counter() - start) * 1000
+            failed = {"status": "failed", "duration_ms": ms, "error": repr(exc)}
+            events.emit("flow_completed", {**payload, **failed})
         raise
     finally:
         _building.reset(token)
     if events:
-        events.emit("flow_completed", {**payload, "status": "succeeded"})
+        ms = (time.perf_counter() - start) * 1000
+        events.emit("flow_completed", {**payload, "status": "succeeded", "duration_ms": ms})
 
 
 @overload

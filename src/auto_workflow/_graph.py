@@ -252,6 +252,28 @@ class Graph:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
+    def to_mermaid(self) -> str:
+        """The graph as a Mermaid flowchart (renders on GitHub and in most docs tools).
+
+        Node ids become ``n0``, ``n1``, ... (Mermaid ids cannot hold ``:``); the labels
+        keep the real ids. Fan-out barriers are drawn as diamonds.
+        """
+        lines = ["flowchart LR"]
+        for index, node in enumerate(self.nodes):
+            label = _mermaid_text(node.display_name if node.is_barrier else node.id)
+            shape = '{{"{}"}}' if node.is_barrier else '["{}"]'
+            lines.append(f"    n{index}{shape.format(label)}")
+        for index, node in enumerate(self.nodes):
+            lines.extend(f"    n{d} --> n{index}" for d in node.deps)
+        return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    """``text`` safe inside a quoted Mermaid label (quotes and markup as entity codes)."""
+    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+        text = text.replace(char, code)
+    return text
+
 
 class Placeholder:
     """Stands for a task's result while a flow is being built.

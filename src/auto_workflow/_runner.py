@@ -161,13 +161,13 @@ class CallRunner:
 
     async def call(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, str | None]:
+    ) -> tuple[Any, int | str]:
         """Run one call of ``task`` to its final value (or ArtifactRef).
 
         Returns:
-            ``(value, source)``: ``source`` is ``None`` when the task ran, ``"cache"`` for a
-            result cache hit and ``"in_flight"`` when an identical call running at the same
-            time in this run produced the value.
+            ``(value, how)``: ``how`` is the number of attempts when the task ran,
+            ``"cache"`` for a result cache hit, or ``"in_flight"`` when an identical call
+            running at the same time in this run produced the value.
 
         Raises:
             TaskExecutionError: (or a subclass) when the call finally fails.
@@ -175,24 +175,32 @@ class CallRunner:
         metrics = self.plugins.metrics
         if metrics is None:
             return await self._call(task, node, args, kwargs)
+        name = task.name
+        metrics.inc("tasks_running", 1, task=name)
         start = time.perf_counter()
         try:
             outcome = await self._call(task, node, args, kwargs)
         except TaskExecutionError:
-            metrics.inc("tasks_failed", task=task.name)
+            metrics.inc("tasks_failed", task=name)
+            ms = (time.perf_counter() - start) * 1000
+            metrics.observe("task_duration_ms", ms, task=name, result="failure")
             raise
-        metrics.inc("tasks_succeeded", task=task.name)
-        metrics.observe("task_duration_ms", (time.perf_counter() - start) * 1000, task=task.name)
+        finally:
+            metrics.inc("tasks_running", -1, task=name)
+        result = "success" if outcome[1].__class__ is int else "cached"
+        metrics.inc("tasks_succeeded", task=name, result=result)
+        ms = (time.perf_counter() - start) * 1000
+        metrics.observe("task_duration_ms", ms, task=name, result=result)
         return outcome
 
     async def _call(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, str | None]:
+    ) -> tuple[Any, int | str]:
         if not task.options.cache_ttl:  # None: not cached; 0: never hits
-            return await self._fresh(task, node, args, kwargs), None
+            return await self._fresh(task, node, args, kwargs)
         key = self._cache_key(task, args, kwargs)
         if key is None:
-            return await self._fresh(task, node, args, kwargs), None
+            return await self._fresh(task, node, args, kwargs)
         while True:
             hit = self._lookup(task, key)
             if hit is not None:
@@ -207,18 +215,18 @@ class CallRunner:
             if flight.succeeded:
                 return flight.value, "in_flight"
             # The leader was cancelled before it finished: look again, maybe lead.
-        return await self._lead(task, node, key, args, kwargs), None
+        return await self._lead(task, node, key, args, kwargs)
 
     async def _lead(
         self, task: TaskLike, node: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    ) -> tuple[Any, int]:
         """Run a cached call that nobody else is running; identical calls wait for it."""
         flight = self._inflight[key] = _Flight()
         try:
-            value = await self._fresh(task, node, args, kwargs)
+            value, attempts = await self._fresh(task, node, args, kwargs)
             self._store(task, key, value)
             flight.value, flight.succeeded = value, True
-            return value
+            return value, attempts
         except TaskExecutionError as err:
             flight.error = err
             raise
@@ -228,9 +236,9 @@ class CallRunner:
 
     async def _fresh(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        value = await self._attempts(task, node, args, kwargs)
-        return self._persist(task, value) if task.options.persist else value
+    ) -> tuple[Any, int]:
+        value, attempts = await self._attempts(task, node, args, kwargs)
+        return (self._persist(task, value) if task.options.persist else value), attempts
 
     def _lookup(self, task: TaskLike, key: str) -> tuple[Any] | None:
         """The cached 1-tuple for ``key`` if there is a valid one; a failing backend misses."""
@@ -318,13 +326,13 @@ class CallRunner:
 
     async def _attempts(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    ) -> tuple[Any, int]:
         opts = task.options
         total = opts.retries + 1
         attempt = 1
         while True:
             try:
-                return await self._attempt(task, node, attempt, args, kwargs)
+                return await self._attempt(task, node, attempt, args, kwargs), attempt
             except Exception as exc:  # noqa: BLE001 - user code: any failure is retried or wrapped
                 if attempt >= total or isinstance(exc, SerializationError):
                     raise self._final_error(task, exc, attempt) from _cause(exc)
@@ -590,8 +598,13 @@ class FlowRunner:
     def _on_failure(self, node: Node, err: TaskExecutionError) -> None:
         skipped = self.state.fail(node, err)
         self._errors.append(err)
+        events = self._events
         for s in skipped:
-            self.state.set_result(s, _skip_error(s, node, err))
+            skip = _skip_error(s, node, err)
+            self.state.set_result(s, skip)
+            if events is not None and not s.is_barrier:
+                payload = self.calls.payload(s.task, s.id, attempt=0, error=repr(skip))
+                events.emit("task_skipped", {**payload, "upstream": node.id})
         if self.policy is FailurePolicy.FAIL_FAST:
             # Stop at once: workers already scheduled to resume must not start more tasks
             # before the TaskGroup gets round to cancelling them.
@@ -627,23 +640,24 @@ async def call_with_events(
     """``calls.call`` bracketed by task_started and task_succeeded / task_failed events.
 
     A result reused from the cache or from an identical call in flight also emits
-    ``task_cached``, and ``task_succeeded`` says ``cached``.
+    ``task_cached`` (``attempt`` 0), and ``task_succeeded`` says whether it was ``cached``.
     """
     base = calls.payload(task, node_id)
     events.emit("task_started", {**base, "attempt": 1})
     start = time.perf_counter()
     try:
-        value, source = await calls.call(task, node_id, args, kwargs)
+        value, how = await calls.call(task, node_id, args, kwargs)
     except TaskExecutionError as err:
         ms = (time.perf_counter() - start) * 1000
-        events.emit(
-            "task_failed", {**base, "attempt": err.attempts, "duration_ms": ms, "error": repr(err)}
-        )
+        failed = {"attempt": err.attempts, "duration_ms": ms, "error": repr(err)}
+        events.emit("task_failed", {**base, **failed})
         raise
     ms = (time.perf_counter() - start) * 1000
-    if source is not None:
-        events.emit("task_cached", {**base, "source": source})
-    events.emit("task_succeeded", {**base, "duration_ms": ms, "cached": source is not None})
+    cached = how.__class__ is str
+    if cached:
+        events.emit("task_cached", {**base, "attempt": 0, "source": how})
+    done = {"attempt": 0 if cached else how, "duration_ms": ms, "cached": cached}
+    events.emit("task_succeeded", {**base, **done})
     return value
 
 
