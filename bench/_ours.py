@@ -14,7 +14,10 @@ from typing import Any
 
 import _harness
 from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, Params, spin
-from auto_workflow import fan_out, flow, task
+from auto_workflow import _build, _runner, fan_out, flow, task
+from auto_workflow._executors import Call
+from auto_workflow._model import RunIn
+from auto_workflow._runner import _bounded
 
 
 @task
@@ -108,6 +111,40 @@ def _cache(p: Params, _: ExitStack) -> Callable[[], Any]:
     return partial(wide_cached.run, p.n)
 
 
+def _wide_bare(p: Params, _: ExitStack) -> Callable[[], Any]:
+    _compile_out_unused_seams()
+    return partial(wide.run, p.n)
+
+
+def _compile_out_unused_seams() -> None:
+    """Patch the engine as if events, middleware and tracing did not exist.
+
+    What is left is what a build without those seams would run: no "anyone subscribed?",
+    "any middleware or tracer?" checks per task and per run. Metrics stay: the in-memory
+    default records by default, so they are in use, not an unused seam.
+    """
+
+    async def call(self: Any, node: Any, args: Any, kwargs: Any) -> Any:
+        return (await self.calls.call(node.task, node, args, kwargs))[0]
+
+    async def attempt(self: Any, task: Any, node: Any, n: int, args: Any, kwargs: Any) -> Any:
+        if task.options.run_in is RunIn.ASYNC:
+            return await self._inline_attempt(task, node, n, args, kwargs)
+        call_ = Call(task.fn, args, kwargs, task.name, self.base.for_attempt(task.name, "", n))
+        return await _bounded(self.executor(task.options.run_in).run(call_), task.options.timeout)
+
+    async def observe_flow(calls: Any, runner: Any) -> None:
+        token = _build._building.set(None)
+        try:
+            await runner.run()
+        finally:
+            _build._building.reset(token)
+
+    _runner.FlowRunner._call = call  # type: ignore[method-assign]
+    _runner.CallRunner._attempt = attempt  # type: ignore[method-assign]
+    _build._observe_flow = observe_flow
+
+
 def _chain(p: Params, _: ExitStack) -> Callable[[], Any]:
     return partial(chain.run, p.n)
 
@@ -133,6 +170,7 @@ def _process(p: Params, _: ExitStack) -> Callable[[], Any]:
 
 CASES: dict[str, _harness.Prepare] = {
     "wide": _wide,
+    "wide/bare": _wide_bare,
     "cache": _cache,
     "cache/uncached": _wide,  # the same graph with the trivial task actually running
     "chain": _chain,

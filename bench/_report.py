@@ -19,6 +19,7 @@ CACHE_CASES = ("cache",)
 
 MAX_OVERHEAD_RATIO = 2.0
 MAX_CACHE_HIT_RATIO = 1.0
+MAX_SEAMS_RATIO = 1.05
 MAX_FLATNESS = 1.5
 MAX_RSS_RATIO = 1.5
 RSS_TARGET_N = 100_000
@@ -95,8 +96,10 @@ def render(outcomes: Mapping[Job, Outcome], *, work: int, header: str) -> tuple[
     rows = _rows(outcomes, failures)
     overhead = [r for r in rows if r.case in OVERHEAD_CASES]
     wall = [r for r in rows if r.case in WALL_CASES]
-    cached = _cache_pairs(rows, outcomes)
+    cached = _pairs(rows, outcomes, CACHE_CASES, "uncached")
+    bare = _pairs(rows, outcomes, ("wide",), "bare")
     verdicts = _verdicts(overhead, wall, cached, failures)
+    verdicts.insert(3, _seams_verdict(bare))
     parts = [header]
     if overhead:
         parts += ["", "Per-task overhead (trivial async tasks)", _overhead_table(overhead)]
@@ -106,6 +109,9 @@ def render(outcomes: Mapping[Job, Outcome], *, work: int, header: str) -> tuple[
     if wall:
         parts += ["", "Wall clock (real work in threads / processes)", _wall_table(wall)]
         parts += _wall_notes(wall, work)
+    if bare:
+        title = "Unused seams (events, middleware, tracing) against a build without them"
+        parts += ["", title, _bare_table(bare)]
     if cached:
         title = "Cache hits (memory backend) against running the trivial task (uncached)"
         parts += ["", title, _cache_table(cached)]
@@ -195,14 +201,30 @@ def _wall_table(rows: list[Row]) -> str:
     return _table(headers, body)
 
 
-def _cache_pairs(rows: list[Row], outcomes: Mapping[Job, Outcome]) -> list[tuple[Row, Measurement]]:
-    """Each cache row with its ``uncached`` measurement (same graph, tasks really run)."""
+def _pairs(
+    rows: list[Row], outcomes: Mapping[Job, Outcome], cases: tuple[str, ...], impl: str
+) -> list[tuple[Row, Measurement]]:
+    """Each row of ``cases`` with its measurement by the variant ``impl`` of our side."""
     pairs = []
     for r in rows:
-        uncached = outcomes.get(Job(r.case, r.size, "uncached"))
-        if r.case in CACHE_CASES and isinstance(uncached, Measurement):
-            pairs.append((r, uncached))
+        other = outcomes.get(Job(r.case, r.size, impl))
+        if r.case in cases and isinstance(other, Measurement):
+            pairs.append((r, other))
     return pairs
+
+
+def _bare_table(pairs: list[tuple[Row, Measurement]]) -> str:
+    headers = ["N", "ours µs/task", "without seams µs/task", "ours/without"]
+    body = [
+        [
+            _size_label(r.size),
+            f"{r.us_per_task(r.ours):.2f}",
+            f"{r.us_per_task(b):.2f}",
+            f"{r.ours.seconds / b.seconds:.3f}",
+        ]
+        for r, b in pairs
+    ]
+    return _table(headers, body)
 
 
 def _cache_table(pairs: list[tuple[Row, Measurement]]) -> str:
@@ -347,6 +369,16 @@ def _cache_verdict(pairs: list[tuple[Row, Measurement]]) -> Verdict:
     worst = max(r.ours.seconds / u.seconds for r, u in pairs)
     detail = f"whole flow with every call a hit / same flow uncached: {worst:.2f}x"
     return Verdict(target, worst <= MAX_CACHE_HIT_RATIO, detail)
+
+
+def _seams_verdict(pairs: list[tuple[Row, Measurement]]) -> Verdict:
+    target = f"unused events/middleware/tracing cost <= {MAX_SEAMS_RATIO - 1:.0%} (wide)"
+    if not pairs:
+        return Verdict(target, None, "not measured")
+    ratios = [(r.ours.seconds / b.seconds, r) for r, b in pairs]
+    worst, row = max(ratios, key=lambda x: x[0])
+    detail = f"worst {worst:.3f}x ({_size_label(row.size)})"
+    return Verdict(target, worst <= MAX_SEAMS_RATIO, detail)
 
 
 def _verdict_line(v: Verdict) -> str:

@@ -52,8 +52,9 @@ SCRIPTS = {
     "asyncio": "_baseline.py",
     "loop": "_baseline.py",
     "uncached": "_ours.py",
+    "bare": "_ours.py",
 }
-VARIANTS = {"loop": "loop", "uncached": "uncached"}
+VARIANTS = {"loop": "loop", "uncached": "uncached", "bare": "bare"}
 """Implementations run through a variant of a script (``chain/loop``, ``cache/uncached``)."""
 
 PROCESS_CALL_SECONDS = 0.2
@@ -152,7 +153,7 @@ def _fit(case: str, size: str) -> str:
 
 
 def _impls(case: str) -> tuple[str, ...]:
-    extra = {"chain": ("loop",), "cache": ("uncached",)}.get(case, ())
+    extra = {"chain": ("loop",), "cache": ("uncached",), "wide": ("bare",)}.get(case, ())
     return ("ours", "asyncio", *extra)
 
 

@@ -281,11 +281,20 @@ class EventBus:
             raise TypeError(f"subscribe({name!r}, ...): callback must be callable")
         self._subs = {**self._subs, name: [*self._subs.get(name, ()), callback]}
 
-        def unsubscribe() -> None:
-            current = [cb for cb in self._subs.get(name, ()) if cb is not callback]
-            self._subs = {**self._subs, name: current}
+        def remove() -> None:
+            self.unsubscribe(name, callback)
 
-        return unsubscribe
+        return remove
+
+    def unsubscribe(self, name: str, callback: EventCallback) -> bool:
+        """Remove one subscription of ``callback`` to ``name``; ``True`` if there was one."""
+        current = list(self._subs.get(name, ()))
+        for index, cb in enumerate(current):
+            if cb is callback or cb == callback:
+                del current[index]
+                self._subs = {**self._subs, name: current}
+                return True
+        return False
 
     def wants(self, name: str) -> bool:
         """True if anyone listens to ``name`` (lets callers skip building payloads)."""

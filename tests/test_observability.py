@@ -1,0 +1,247 @@
+"""Events, spans and metrics as a run emits them: names, payloads, nesting, labels."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from auto_workflow import flow, subscribe, task
+from auto_workflow.events import EVENT_NAMES, unsubscribe
+from auto_workflow.metrics_provider import set_metrics_provider
+from auto_workflow.tracing import set_tracer
+
+TASK_KEYS = {"flow", "run_id", "task", "node", "attempt"}
+
+
+class Recorder:
+    """Subscribes to every event and keeps (name, payload) in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        for name in EVENT_NAMES:
+            subscribe(name, self)
+
+    def __call__(self, name: str, payload: dict[str, Any]) -> None:
+        self.seen.append((name, payload))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [p for n, p in self.seen if n == name]
+
+
+def test_every_event_of_a_run_with_retry_failure_skip_and_cache_hit() -> None:
+    rec = Recorder()
+    tries: list[int] = []
+
+    @task(retries=1)
+    def flaky() -> int:
+        tries.append(1)
+        if len(tries) == 1:
+            raise OSError("first try")
+        return 1
+
+    @task
+    def broken() -> int:
+        raise ValueError("nope")
+
+    @task
+    def after(x: int) -> int:
+        return x
+
+    @task(cache_ttl=60)
+    def cached(x: int) -> int:
+        return x
+
+    @flow
+    def mixed() -> Any:
+        return flaky(), after(broken()), cached(1), cached(1)
+
+    mixed.run(failure_policy="continue")
+    names = [n for n, _ in rec.seen]
+    assert names[0] == "flow_started"
+    assert names[-1] == "flow_completed"
+    assert rec.named("flow_started")[0]["tasks"] == 5
+    for name, payload in rec.seen:
+        if name.startswith("task_"):
+            assert TASK_KEYS <= payload.keys(), (name, payload)
+    retry = rec.named("task_retry")
+    assert [(p["task"], p["attempt"]) for p in retry] == [("flaky", 1)]
+    assert "first try" in retry[0]["error"]
+    succeeded = {p["node"]: p for p in rec.named("task_succeeded")}
+    assert succeeded["flaky:0"]["attempt"] == 2
+    assert succeeded["flaky:0"]["cached"] is False
+    assert {p["node"] for p in rec.named("task_cached")} == {"cached:4"}
+    assert succeeded["cached:4"]["cached"] is True
+    assert succeeded["cached:4"]["attempt"] == 0
+    (failed,) = rec.named("task_failed")
+    assert failed["node"] == "broken:1"
+    assert failed["duration_ms"] >= 0
+    (skipped,) = rec.named("task_skipped")
+    assert (skipped["node"], skipped["upstream"], skipped["attempt"]) == ("after:2", "broken:1", 0)
+    completed = rec.named("flow_completed")[0]
+    assert completed["status"] == "succeeded"  # continue: the run itself completed
+    assert completed["duration_ms"] >= 0
+
+
+def test_unsubscribe_by_callback_and_unknown_event_names() -> None:
+    got: list[str] = []
+
+    class Sink:
+        def on(self, name: str, payload: dict[str, Any]) -> None:
+            got.append(name)
+
+    sink = Sink()
+    subscribe("task_started", sink.on)
+
+    @task
+    def one() -> int:
+        return 1
+
+    one()
+    assert unsubscribe("task_started", sink.on) is True  # a fresh bound method still matches
+    assert unsubscribe("task_started", sink.on) is False
+    one()
+    assert got == ["task_started"]
+    with pytest.raises(ValueError, match="unknown event 'task_start'; events are: flow_completed"):
+        subscribe("task_start", sink.on)
+
+
+# -- spans ---------------------------------------------------------------------------------
+
+_current_span: contextvars.ContextVar[str | None] = contextvars.ContextVar("span", default=None)
+
+
+class NestingTracer:
+    """Records each span with the span that was current when it started."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str | None, dict[str, Any]]] = []
+
+    @contextlib.asynccontextmanager
+    async def span(self, name: str, **attrs: Any) -> AsyncIterator[None]:
+        self.spans.append((name, _current_span.get(), attrs))
+        token = _current_span.set(name)
+        try:
+            yield
+        finally:
+            _current_span.reset(token)
+
+
+def test_task_spans_nest_under_the_flow_span_one_per_attempt() -> None:
+    tracer = NestingTracer()
+    set_tracer(tracer)
+    tries: list[int] = []
+
+    @task(retries=2)
+    async def shaky() -> int:
+        tries.append(1)
+        if len(tries) < 3:
+            raise OSError("again")
+        return 3
+
+    @task(run_in="thread")
+    def blocking(x: int) -> int:
+        return x + 1
+
+    @flow
+    def traced() -> int:
+        return blocking(shaky())
+
+    assert traced.run() == 4
+    flow_span = tracer.spans[0]
+    assert flow_span[0] == "flow:traced"
+    assert flow_span[1] is None
+    tasks = tracer.spans[1:]
+    assert [(n, a["attempt"]) for n, _, a in tasks] == [
+        ("task:shaky", 1),
+        ("task:shaky", 2),
+        ("task:shaky", 3),
+        ("task:blocking", 1),
+    ]
+    assert all(parent == "flow:traced" for _, parent, _ in tasks)
+
+
+def test_direct_call_has_a_task_span_and_no_flow_span() -> None:
+    tracer = NestingTracer()
+    set_tracer(tracer)
+
+    @task
+    def alone() -> int:
+        return 1
+
+    assert alone() == 1
+    assert [(n, p) for n, p, _ in tracer.spans] == [("task:alone", None)]
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+class LabelledMetrics:
+    """Keeps every call with its labels."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float, dict[str, Any]]] = []
+
+    def inc(self, name: str, value: float = 1, **labels: Any) -> None:
+        self.calls.append(("inc", name, value, labels))
+
+    def observe(self, name: str, value: float, **labels: Any) -> None:
+        self.calls.append(("observe", name, value, labels))
+
+
+def test_metrics_carry_task_and_result_labels_and_running_returns_to_zero() -> None:
+    metrics = LabelledMetrics()
+    set_metrics_provider(metrics)
+
+    @task(cache_ttl=60)
+    def good(x: int) -> int:
+        return x
+
+    @task
+    def bad() -> None:
+        raise ValueError("x")
+
+    good(1)
+    good(1)
+    with pytest.raises(Exception, match="bad"):
+        bad()
+    results = [c[3]["result"] for c in metrics.calls if c[1] == "task_duration_ms"]
+    assert results == ["success", "cached", "failure"]
+    running = [c[2] for c in metrics.calls if c[1] == "tasks_running"]
+    assert running == [1, -1, 1, -1, 1, -1]
+    assert all("run_id" not in c[3] for c in metrics.calls)
+    assert {c[3]["task"] for c in metrics.calls} == {"good", "bad"}
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+def test_importing_attaches_no_handler_and_retries_log_under_auto_workflow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    probe = (
+        "import logging, auto_workflow, auto_workflow.cli\n"
+        "assert not logging.getLogger('auto_workflow').handlers\n"
+        "assert not logging.getLogger().handlers\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+    calls: list[int] = []
+
+    @task(retries=1)
+    def once_more() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("blip")
+        return 1
+
+    with caplog.at_level(logging.INFO, logger="auto_workflow"):
+        once_more()
+    assert any(
+        r.name.startswith("auto_workflow") and "retrying" in r.getMessage() for r in caplog.records
+    )
