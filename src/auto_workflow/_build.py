@@ -270,10 +270,22 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         allowed = ", ".join(sorted(_TASK_OPTIONS))
         raise TypeError(f"@task got unknown option(s) {sorted(unknown)}; valid: {allowed}")
     if fn is None:
-        probe = options.get("name") or "<task>"
-        TaskOptions(**{**options, "name": probe, "tags": options.get("tags") or frozenset()})
+        _check_options_early(options)
         return _TaskDecorator(options)
     return _make_task(fn, options)
+
+
+def _check_options_early(options: dict[str, Any]) -> None:
+    """Validate ``@task(...)`` options before the function (and so its name) is known."""
+    name = options.get("name")
+    probe = name if isinstance(name, str) and name else "<task>"
+    try:
+        TaskOptions(**{**options, "name": probe, "tags": options.get("tags") or frozenset()})
+    except (TypeError, ValueError) as exc:
+        if probe != "<task>":
+            raise
+        message = str(exc).replace("task '<task>'", "@task(...)", 1)
+        raise type(exc)(message) from None
 
 
 _TASK_OPTIONS = frozenset(
