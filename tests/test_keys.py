@@ -710,3 +710,32 @@ def test_numpy_arrays_are_keyed_by_dtype_shape_and_bytes() -> None:
     assert fingerprint(np.float64(1.0)) != fingerprint(1.0)
     with pytest.raises(UnkeyableError, match="dtype object"):
         fingerprint(np.array([object()]))
+
+
+def test_memoized_keys_equal_computed_ones_and_keep_types_apart() -> None:
+    from auto_workflow import _keys
+
+    fresh = add.with_options(name="add_memo")  # a new task object: an empty memo
+    first = [key(fresh, v) for v in (1, True, "1", 1.0, 2**70, "x" * 100)]
+    again = [key(fresh, v) for v in (1, True, "1", 1.0, 2**70, "x" * 100)]
+    assert first == again
+    assert len(set(first)) == len(first)  # 1, True, "1", 1.0 ... all differ
+    head = fresh._aw_key_head  # type: ignore[attr-defined]
+    assert set(head.memo) == {(1,), ("1",)}  # only small exact ints and strs are memoized
+    assert head.memo[(1,)] == explain(fresh, (1,), {}).key
+    for i in range(_keys._MEMO_MAX + 5):
+        key(fresh, i)
+    assert len(head.memo) <= _keys._MEMO_MAX
+
+
+def test_editing_the_code_object_in_place_changes_the_key() -> None:
+    @task(cache_ttl=60)
+    def shifting(x: int) -> int:
+        return x + 1
+
+    def other(x: int) -> int:
+        return x + 2
+
+    before = key(shifting, 1)
+    shifting.fn.__code__ = other.__code__  # what hot-reload tools do
+    assert key(shifting, 1) != before

@@ -85,6 +85,10 @@ __all__ = ["CacheKeyReport", "UnkeyableError", "default_cache_key", "explain", "
 _HINT = "pass a value instead, define __auto_workflow_key__, or give the task a cache_key_fn"
 _KEY_VERSION = "auto_workflow cache key v1"
 _INLINE_TOKEN = 48
+_MEMO_MAX = 16_384
+"""Keys remembered per task (then the memo starts afresh): at most a few MB."""
+_MEMO_INT = 2**63
+_MEMO_STR = 64
 """Plain values whose encoding is at most this long are spelled out in the key's input."""
 _MAX_DEPTH = 100
 """Containers nested deeper than this are unkeyable (they would exhaust the C stack)."""
@@ -896,7 +900,7 @@ class _FnInfo:
             self.code_part = _with_closure(self.code_fp, self.closure)
         else:  # any other callable is keyed as a value
             self.code_fp = self.code_part = self._read("task function", "task.fn", fn)
-        self.heads: dict[tuple[str, bool], Any] = {}  # hashers fed with the key head
+        self.heads: dict[tuple[str, bool], _Head] = {}
         self._plan_binding()
 
     def _read(self, label: str, root: str, value: Any) -> str:
@@ -1022,8 +1026,42 @@ def _bind_simple(
     return tuple(values) if used == len(kwargs) else None
 
 
-def _head(info: _FnInfo, task: TaskLike) -> Any:
-    """A hasher fed with the part of the key shared by every call of ``task`` (cached)."""
+class _Head:
+    """The part of the key shared by every call of one task, and a memo of recent keys.
+
+    ``hasher`` has been fed the version, identity, code and persist flag. ``memo`` maps
+    positional-only argument tuples of small ints and strs to their keys: for those exact
+    types, tuples compare equal exactly when the calls' values are equal, so a memo hit is
+    the key the digest would give, for a fraction of its cost.
+    """
+
+    __slots__ = ("hasher", "info", "memo")
+
+    def __init__(self, info: _FnInfo, hasher: Any) -> None:
+        self.info = info
+        self.hasher = hasher
+        self.memo: dict[tuple[Any, ...], str] = {}
+
+    def remember(self, args: tuple[Any, ...], key: str) -> None:
+        if len(self.memo) >= _MEMO_MAX:
+            self.memo.clear()  # bounded memory; it refills with what is called now
+        self.memo[args] = key
+
+
+def _memoizable(args: tuple[Any, ...]) -> bool:
+    """True if ``args`` holds only small plain ints and strs (see :class:`_Head`)."""
+    for value in args:
+        kind = type(value)
+        if kind is int:
+            if not -_MEMO_INT < value < _MEMO_INT:
+                return False
+        elif kind is not str or len(value) > _MEMO_STR:
+            return False
+    return True
+
+
+def _head(info: _FnInfo, task: TaskLike) -> _Head:
+    """The :class:`_Head` of ``task`` (made on first use)."""
     persist = task.options.persist
     head = info.heads.get((task.name, persist))
     if head is None:
@@ -1031,12 +1069,12 @@ def _head(info: _FnInfo, task: TaskLike) -> Any:
         text = (
             f"{_KEY_VERSION}\nidentity={identity!r}\ncode={info.code_part}\npersist={persist:d}\n"
         )
-        head = info.heads[task.name, persist] = hashlib.sha256(text.encode())
+        head = info.heads[task.name, persist] = _Head(info, hashlib.sha256(text.encode()))
     return head
 
 
-def _digest(head: Any, names: Iterable[str], tokens: Iterable[str]) -> str:
-    hasher = head.copy()
+def _digest(head: _Head, names: Iterable[str], tokens: Iterable[str]) -> str:
+    hasher = head.hasher.copy()
     hasher.update("".join([f"{n}={t}\n" for n, t in zip(names, tokens, strict=True)]).encode())
     return str(hasher.hexdigest())
 
@@ -1060,14 +1098,19 @@ def _token(value: object, argument: str) -> str:
 
 
 def _info_for(task: TaskLike) -> _FnInfo:
-    """The task function's :class:`_FnInfo`, kept on the task object when it allows it."""
-    fn = task.fn
-    info: _FnInfo | None = getattr(task, "_aw_key_info", None)
-    if info is None or not info.current(fn):
-        info = _fn_info(fn)
+    """The :class:`_FnInfo` of the task's function."""
+    return _head_for(task).info
+
+
+def _head_for(task: TaskLike) -> _Head:
+    """The task's :class:`_Head`, kept on the task object when it allows attributes."""
+    head: _Head | None = getattr(task, "_aw_key_head", None)
+    if head is None or not head.info.current(task.fn):
+        info = _fn_info(task.fn)
+        head = _head(info, task)
         with contextlib.suppress(AttributeError, TypeError):
-            task._aw_key_info = info  # type: ignore[attr-defined]
-    return info
+            task._aw_key_head = head  # type: ignore[attr-defined]
+    return head
 
 
 def default_cache_key(task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -1080,12 +1123,21 @@ def default_cache_key(task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, A
         UnkeyableError: an argument has no stable key (names which).
         TypeError: the arguments do not fit the task's signature.
     """
-    info = _info_for(task)
+    head = _head_for(task)
+    memoizable = not kwargs and _memoizable(args)
+    if memoizable:
+        key = head.memo.get(args)
+        if key is not None:
+            return key
+    info = head.info
     names, values = _bind(info, args, kwargs)
     if info.bad:
         raise info.unkeyable()
     tokens = [_token(value, name) for name, value in zip(names, values, strict=True)]
-    return _digest(_head(info, task), names, tokens)
+    key = _digest(head, names, tokens)
+    if memoizable:
+        head.remember(args, key)
+    return key
 
 
 # -- explaining keys -----------------------------------------------------------------------

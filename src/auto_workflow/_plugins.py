@@ -95,7 +95,8 @@ class MemoryResultCache:
             if now >= expires_at or (ttl is not None and now - stored_at >= ttl):
                 del self._entries[key]
                 return None
-            self._entries.move_to_end(key)
+            if self._max is not None:  # recency only matters when something gets evicted
+                self._entries.move_to_end(key)
             return value
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:

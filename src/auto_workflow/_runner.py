@@ -247,15 +247,16 @@ class CallRunner:
         except Exception:
             logger.exception("task %r: the result cache failed on get(); a miss", task.name)
             return None
-        if hit is None:
+        if hit.__class__ is not tuple or len(hit) != 1:
+            if hit is not None:
+                logger.warning("task %r: the result cache returned %r; a miss", task.name, hit)
             return None
-        if not (isinstance(hit, tuple) and len(hit) == 1):
-            logger.warning("task %r: the result cache returned %r; a miss", task.name, type(hit))
+        if hit[0].__class__ is ArtifactRef and not self._artifact_exists(hit[0]):
             return None
-        if not self._hit_is_valid(hit[0]):
-            return None
-        self._count("cache_hits", task)
-        return hit
+        metrics = self.plugins.metrics
+        if metrics is not None:
+            metrics.inc("cache_hits", task=task.name)
+        return hit  # type: ignore[no-any-return]
 
     def _store(self, task: TaskLike, key: str, value: Any) -> None:
         """Cache a success; a backend failure costs the entry, never the result."""
@@ -270,10 +271,8 @@ class CallRunner:
             return
         self._count("cache_sets", task)
 
-    def _hit_is_valid(self, value: Any) -> bool:
+    def _artifact_exists(self, value: ArtifactRef) -> bool:
         """A cached ArtifactRef is only a hit while its artifact still exists."""
-        if not isinstance(value, ArtifactRef):
-            return True
         exists = getattr(self.plugins.store, "exists", None)
         try:
             return exists is None or bool(exists(value))
