@@ -256,7 +256,7 @@ class CallRunner:
         metrics = self.plugins.metrics
         if metrics is not None:
             metrics.inc("cache_hits", task=task.name)
-        return hit  # type: ignore[no-any-return]
+        return hit
 
     def _store(self, task: TaskLike, key: str, value: Any) -> None:
         """Cache a success; a backend failure costs the entry, never the result."""
