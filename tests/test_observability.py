@@ -222,7 +222,7 @@ def test_metrics_carry_task_and_result_labels_and_running_returns_to_zero() -> N
 # -- logging -------------------------------------------------------------------------------
 
 
-def test_importing_attaches_no_handler_and_retries_log_under_auto_workflow(
+def test_importing_attaches_no_handler_and_retries_log_at_debug_under_auto_workflow(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     probe = (
@@ -240,8 +240,35 @@ def test_importing_attaches_no_handler_and_retries_log_under_auto_workflow(
             raise OSError("blip")
         return 1
 
-    with caplog.at_level(logging.INFO, logger="auto_workflow"):
+    with caplog.at_level(logging.DEBUG, logger="auto_workflow"):
         once_more()
-    assert any(
-        r.name.startswith("auto_workflow") and "retrying" in r.getMessage() for r in caplog.records
-    )
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert [(r.name.split(".")[0], r.levelno) for r in retries] == [
+        ("auto_workflow", logging.DEBUG)
+    ]
+
+
+def test_a_fan_out_over_a_non_iterable_reports_task_failed() -> None:
+    rec = Recorder()
+
+    @task
+    def number() -> int:
+        return 5
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def broken_fan() -> Any:
+        from auto_workflow import fan_out
+
+        return fan_out(double, number())
+
+    with pytest.raises(Exception, match="not iterable"):
+        broken_fan.run()
+    (failed,) = rec.named("task_failed")
+    assert failed["node"].startswith("fanout:")
+    assert "not iterable" in failed["error"]
+    started = rec.named("flow_started")[0]
+    assert started["nodes"] == [("number:0", "number")]

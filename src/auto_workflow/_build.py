@@ -473,8 +473,9 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
     plugins, base = calls.plugins, calls.base
     events = plugins.events
     payload = {"flow": base.flow_name, "run_id": base.run_id}
-    if events:
-        events.emit("flow_started", {**payload, "tasks": len(runner.state.graph.nodes)})
+    if events.wants("flow_started"):
+        nodes = [(n.id, n.display_name) for n in runner.state.graph.nodes if not n.is_barrier]
+        events.emit("flow_started", {**payload, "tasks": len(nodes), "nodes": nodes})
     start = time.perf_counter()
     token = _building.set(None)  # tasks started by this run must never add to an outer build
     try:

@@ -348,7 +348,7 @@ class CallRunner:
         return TaskExecutionError(task.name, original, attempts)
 
     def _on_retry(self, task: TaskLike, node: Any, attempt: int, exc: BaseException) -> None:
-        logger.info("task %r attempt %d failed (%r); retrying", task.name, attempt, exc)
+        logger.debug("task %r attempt %d failed (%r); retrying", task.name, attempt, exc)
         self._count("task_retries", task)
         events = self.plugins.events
         if events.wants("task_retry"):
@@ -617,6 +617,9 @@ class FlowRunner:
         try:
             items = _items_of(node, source, self.state.max_dynamic_tasks)
         except TaskExecutionError as err:
+            if self._events is not None:
+                payload = self.calls.payload(node.task, node.id, attempt=1, error=repr(err))
+                self._events.emit("task_failed", {**payload, "duration_ms": 0.0})
             self._on_failure(node, err)
             return
         self.state.expand(node, items)

@@ -3,7 +3,9 @@
 Emitted, with a payload dict holding ``flow`` and ``run_id`` and for task events ``task``,
 ``node`` and ``attempt``:
 
-* ``flow_started`` (``tasks``: nodes in the graph), ``flow_completed`` (``status``
+* ``flow_started`` (``tasks``: how many task nodes the graph has when the run starts;
+  ``nodes``: their ``(node id, task name)`` pairs in build order; dynamic fan-outs add more
+  while it runs), ``flow_completed`` (``status``
   ``"succeeded"`` or ``"failed"``, ``duration_ms``, and ``error`` on failure);
 * ``task_started`` (``attempt`` 1), ``task_retry`` (the ``attempt`` that failed, ``error``);
 * ``task_succeeded`` (``attempt``: attempts used, 0 when reused; ``duration_ms``;

@@ -1,0 +1,529 @@
+"""What the command line shows while and after a flow runs: logs, live progress, summary.
+
+:class:`RunProgress` follows one run through its events (``auto_workflow.events``) and keeps
+one :class:`TaskRecord` per node. Around it: :func:`configure_logging` (the CLI's only log
+handler), :func:`log_event` (one plain line per event), :func:`live_display` (a ``rich``
+live view) and the summary table, in plain text or with ``rich``.
+
+Invariants:
+
+* nothing happens at import: no handler is attached and ``rich`` is not imported; ``rich``
+  (the optional ``cli`` extra) is imported only when a live display is wanted, and when it
+  is missing the output is plain;
+* everything here writes to stderr: stdout belongs to the command's result;
+* events arrive on the run's event-loop thread while a live display renders from its own
+  refresh thread, so a :class:`RunProgress` touches its records only under its lock and
+  hands renderers immutable :class:`Snapshot` copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TextIO
+
+from auto_workflow.events import subscribe
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+__all__ = [
+    "EVENTS",
+    "RunProgress",
+    "Snapshot",
+    "Status",
+    "TaskRecord",
+    "configure_logging",
+    "format_duration",
+    "live_display",
+    "log_event",
+    "print_summary",
+    "rich_console",
+    "stdout_to_stderr",
+    "summary_rows",
+    "summary_title",
+]
+
+logger = logging.getLogger("auto_workflow.cli")
+
+EVENTS = (
+    "flow_started",
+    "flow_completed",
+    "task_started",
+    "task_retry",
+    "task_cached",
+    "task_succeeded",
+    "task_failed",
+    "task_skipped",
+)
+"""The run events the command line follows."""
+
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+LOG_DATEFMT = "%H:%M:%S"
+SUMMARY_ROWS = 100
+"""Most task rows a summary shows; beyond that, unremarkable successes are counted instead."""
+RUNNING_SHOWN = 6
+"""Most running task ids the live display names."""
+HEADERS = ("task", "status", "attempts", "duration", "cached")
+"""The summary table's columns."""
+
+
+# -- logging ---------------------------------------------------------------------------------
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at the time, so a live display can redirect it."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
+def configure_logging(level: str, *, enabled: bool) -> Callable[[], None]:
+    """Give the ``auto_workflow`` loggers one readable one-line handler on stderr.
+
+    Args:
+        level: The level name (``"INFO"``, ``"WARNING"``, ...).
+        enabled: ``False`` silences every library log line (a null handler stops Python's
+            last-resort handler from printing warnings).
+
+    Returns:
+        A function that removes the handler and restores the logger.
+    """
+    root = logging.getLogger("auto_workflow")
+    saved = (root.level, root.propagate)
+    handler: logging.Handler
+    if enabled:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+    else:
+        handler = logging.NullHandler()
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False  # a flow module's own logging setup must not print lines twice
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        root.propagate = saved[1]
+
+    return restore
+
+
+def format_duration(ms: float | None) -> str:
+    """``"12 ms"``, ``"1.25 s"`` or ``"2m03s"``; ``"-"`` for no duration."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def log_event(name: str, payload: dict[str, Any]) -> None:
+    """Log one run event as one readable line on the ``auto_workflow.cli`` logger."""
+    node = payload.get("node", "?")
+    if name == "flow_started":
+        logger.info("flow %r started (run %s)", payload.get("flow"), payload.get("run_id"))
+    elif name == "flow_completed":
+        took = format_duration(payload.get("duration_ms"))
+        level = logging.INFO if payload.get("status") == "succeeded" else logging.ERROR
+        logger.log(level, "flow %r %s in %s", payload.get("flow"), payload.get("status"), took)
+    elif name == "task_started":
+        logger.info("task %s started", node)
+    elif name == "task_retry":
+        error, attempt = payload.get("error"), payload.get("attempt")
+        logger.warning("task %s attempt %s failed: %s; retrying", node, attempt, error)
+    elif name == "task_succeeded":
+        _log_success(node, payload)
+    elif name == "task_failed":
+        took = format_duration(payload.get("duration_ms"))
+        error, attempts = payload.get("error"), payload.get("attempt")
+        logger.error("task %s failed after %s attempt(s) in %s: %s", node, attempts, took, error)
+    elif name == "task_skipped":
+        logger.warning("task %s skipped: upstream %s failed", node, payload.get("upstream"))
+
+
+def _log_success(node: str, payload: dict[str, Any]) -> None:
+    if payload.get("cached"):
+        logger.info("task %s succeeded (cached result)", node)
+        return
+    took = format_duration(payload.get("duration_ms"))
+    logger.info("task %s succeeded in %s (attempt %s)", node, took, payload.get("attempt"))
+
+
+# -- run state -------------------------------------------------------------------------------
+
+
+class Status(enum.StrEnum):
+    """Where one task of the run stands."""
+
+    PENDING = "not run"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    CACHED = "cached"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """One node of the run as the events described it."""
+
+    node: str
+    task: str
+    status: Status = Status.PENDING
+    attempts: int = 0
+    duration_ms: float | None = None
+    cached: bool = False
+    error: str | None = None
+    started: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The run at one moment, for a renderer."""
+
+    flow: str
+    total: int
+    done: int
+    cached: int
+    failed: int
+    skipped: int
+    cancelled: int
+    running: tuple[str, ...]
+    elapsed: float
+    finished: bool
+
+
+class RunProgress:
+    """Follows one run of flow ``flow_name`` through its events.
+
+    Only the first run of that flow seen after :meth:`watch` is followed; events of other
+    runs (a task that runs a flow or a task directly, say) are ignored.
+
+    The tasks known when the run starts come with its ``flow_started`` event; tasks that
+    dynamic fan-outs create are added as they start.
+
+    Args:
+        flow_name: The flow about to run.
+        log: Also log one line per event (:func:`log_event`).
+    """
+
+    def __init__(self, flow_name: str, *, log: bool) -> None:
+        self.flow_name = flow_name
+        self._log = log
+        self._lock = threading.Lock()
+        self._records: dict[str, TaskRecord] = {}
+        self._run_id: str | None = None
+        self._start: float | None = None
+        self._end: float | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the run's ``flow_started`` event has arrived (its graph was built)."""
+        return self._start is not None
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[RunProgress]:
+        """Subscribe to the run events for the duration of the ``with`` block."""
+        unsubscribers = [subscribe(name, self._on_event) for name in EVENTS]
+        try:
+            yield self
+        finally:
+            for unsubscribe in unsubscribers:
+                unsubscribe()
+
+    def _on_event(self, name: str, payload: dict[str, Any]) -> None:
+        with self._lock:
+            if not self._accept(name, payload):
+                return
+            self._apply(name, payload)
+        if self._log:
+            log_event(name, payload)
+
+    def _accept(self, name: str, payload: dict[str, Any]) -> bool:
+        if self._run_id is None and name == "flow_started":
+            if payload.get("flow") != self.flow_name:
+                return False
+            self._run_id = payload.get("run_id")
+        return self._run_id is not None and payload.get("run_id") == self._run_id
+
+    def _apply(self, name: str, payload: dict[str, Any]) -> None:
+        if name == "flow_started":
+            self._start = time.perf_counter()
+            for node, task in payload.get("nodes", ()):
+                self._records.setdefault(node, TaskRecord(node, task))
+            return
+        if name == "flow_completed":
+            self._end = time.perf_counter()
+            return
+        node = str(payload.get("node"))
+        record = self._records.get(node)
+        if record is None:
+            record = self._records[node] = TaskRecord(node, str(payload.get("task")))
+        _update(record, name, payload)
+
+    def snapshot(self) -> Snapshot:
+        """Counts, running tasks and elapsed time, now."""
+        with self._lock:
+            records = list(self._records.values())
+            start, end = self._start, self._end
+        now = time.perf_counter() if end is None else end
+        elapsed = 0.0 if start is None else now - start
+        statuses = [r.status for r in records]
+        return Snapshot(
+            flow=self.flow_name,
+            total=len(records),
+            done=statuses.count(Status.SUCCEEDED) + statuses.count(Status.CACHED),
+            cached=statuses.count(Status.CACHED),
+            failed=statuses.count(Status.FAILED),
+            skipped=statuses.count(Status.SKIPPED),
+            cancelled=statuses.count(Status.CANCELLED),
+            running=tuple(r.node for r in records if r.status is Status.RUNNING),
+            elapsed=elapsed,
+            finished=end is not None,
+        )
+
+    def finish(self) -> list[TaskRecord]:
+        """End the run's bookkeeping: tasks still running were cancelled. Returns copies."""
+        with self._lock:
+            if self._start is not None and self._end is None:
+                self._end = time.perf_counter()
+            for record in self._records.values():
+                if record.status is Status.RUNNING:
+                    record.status = Status.CANCELLED
+            records = [replace(r) for r in self._records.values()]
+        return sorted(records, key=_build_order)
+
+
+def _build_order(record: TaskRecord) -> int:
+    """A node id ends in its build index (``clean:12``): tasks in the order they were built."""
+    index = record.node.rpartition(":")[2]
+    return int(index) if index.isdigit() else sys.maxsize
+
+
+def _update(record: TaskRecord, name: str, payload: dict[str, Any]) -> None:
+    """Apply one task event to its record."""
+    attempt = payload.get("attempt")
+    if name == "task_started":
+        record.status, record.started = Status.RUNNING, time.perf_counter()
+        record.attempts = max(record.attempts, 1)
+    elif name == "task_retry" and isinstance(attempt, int):
+        record.attempts = attempt + 1
+    elif name == "task_cached":
+        record.cached = True
+    elif name == "task_succeeded":
+        record.cached = record.cached or bool(payload.get("cached"))
+        record.status = Status.CACHED if record.cached else Status.SUCCEEDED
+        record.attempts = attempt if isinstance(attempt, int) else record.attempts
+        record.duration_ms = payload.get("duration_ms")
+    elif name == "task_failed":
+        record.status, record.error = Status.FAILED, payload.get("error")
+        record.attempts = attempt if isinstance(attempt, int) else record.attempts
+        record.duration_ms = payload.get("duration_ms")
+    elif name == "task_skipped":
+        record.status, record.error = Status.SKIPPED, payload.get("error")
+
+
+# -- output redirection ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout inside the block to stderr instead.
+
+    Both ``sys.stdout`` and, where there is one, file descriptor 1 are redirected, so prints
+    from thread tasks and from process workers started meanwhile stay off the result.
+    """
+    sys.stdout.flush()
+    saved = _redirect_fd()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved[1], saved[0])
+            os.close(saved[1])
+
+
+def _redirect_fd() -> tuple[int, int] | None:
+    """Point stdout's descriptor at stderr's; ``(stdout fd, saved copy)`` or None."""
+    try:
+        out, err = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor
+        return None
+    saved = os.dup(out)
+    os.dup2(err, out)
+    return out, saved
+
+
+# -- summary ---------------------------------------------------------------------------------
+
+
+def summary_title(snap: Snapshot, outcome: str) -> str:
+    """One line: the flow, how it ended and the counts."""
+    not_run = snap.total - snap.done - snap.failed - snap.skipped - snap.cancelled
+    counts = (
+        f"{snap.total} task(s): {snap.done} done ({snap.cached} cached), "
+        f"{snap.failed} failed, {snap.skipped} skipped"
+    )
+    if snap.cancelled:
+        counts += f", {snap.cancelled} cancelled"
+    if not_run:
+        counts += f", {not_run} not run"
+    return f"flow {snap.flow!r} {outcome} in {format_duration(snap.elapsed * 1000)}: {counts}"
+
+
+def summary_rows(
+    records: list[TaskRecord], limit: int = SUMMARY_ROWS
+) -> tuple[list[list[str]], int]:
+    """The table rows (build order) and how many successes were left out to fit ``limit``.
+
+    Every task that did not simply succeed is shown; successes fill the remaining rows.
+    """
+    shown = records
+    if len(records) > limit:
+        room = limit - sum(r.status is not Status.SUCCEEDED for r in records)
+        shown = []
+        for r in records:
+            if r.status is not Status.SUCCEEDED:
+                shown.append(r)
+            elif room > 0:
+                shown.append(r)
+                room -= 1
+    rows = [
+        [r.node, str(r.status), str(r.attempts), format_duration(r.duration_ms), _yes(r.cached)]
+        for r in shown
+    ]
+    return rows, len(records) - len(shown)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def print_summary(
+    title: str, records: list[TaskRecord], console: Console | None, stream: TextIO
+) -> None:
+    """Print the summary table: with ``rich`` on ``console``, else as plain text on ``stream``."""
+    rows, omitted = summary_rows(records)
+    if console is not None:
+        _print_rich_summary(console, title, rows, omitted)
+        return
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(HEADERS)]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))]
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    if omitted:
+        lines.append(f"... and {omitted} more task(s) that succeeded")
+    print("\n".join(line.rstrip() for line in lines), file=stream, flush=True)
+
+
+_STYLES = {
+    "succeeded": "green",
+    "cached": "cyan",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "cancelled": "magenta",
+    "not run": "dim",
+}
+
+
+def _print_rich_summary(console: Console, title: str, rows: list[list[str]], omitted: int) -> None:
+    from rich.table import Table  # optional extra (auto-workflow[cli])
+
+    table = Table()
+    for header in HEADERS:
+        table.add_column(header, justify="right" if header in ("attempts", "duration") else "left")
+    for row in rows:
+        status = row[1]
+        table.add_row(row[0], f"[{_STYLES.get(status, '')}]{status}[/]", *row[2:])
+    if omitted:
+        table.caption = f"... and {omitted} more task(s) that succeeded"
+    console.print(title, style="bold", highlight=False)
+    console.print(table)
+
+
+# -- live display ----------------------------------------------------------------------------
+
+
+def rich_console() -> Console | None:
+    """A ``rich`` console on stderr if stderr is an interactive terminal and rich is installed.
+
+    ``rich`` decides what "interactive terminal" means, so its environment switches
+    (``TTY_INTERACTIVE``, ``TTY_COMPATIBLE``, ``FORCE_COLOR``, ``TERM=dumb``) apply.
+    """
+    try:
+        from rich.console import Console  # optional extra (auto-workflow[cli])
+    except ImportError:
+        return None
+    console = Console(stderr=True)
+    return console if console.is_interactive else None
+
+
+class _LiveView:
+    """The live display's renderable: re-rendered from a fresh snapshot on every refresh."""
+
+    def __init__(self, progress: RunProgress) -> None:
+        self._progress = progress
+
+    def __rich__(self) -> RenderableType:
+        from rich.console import Group  # optional extra (auto-workflow[cli])
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        snap = self._progress.snapshot()
+        ended = snap.done + snap.failed + snap.skipped
+        head = Text.assemble(
+            ("flow ", "bold"),
+            (snap.flow, "bold cyan"),
+            f"  {format_duration(snap.elapsed * 1000)}  ",
+            (f"done {snap.done}", "green"),
+            f" · running {len(snap.running)} · ",
+            (f"failed {snap.failed}", "red" if snap.failed else ""),
+            f" · skipped {snap.skipped} · total {snap.total}",
+        )
+        bar = ProgressBar(total=max(snap.total, 1), completed=ended, width=50)
+        return Group(head, bar, Text(_running_line(snap.running), style="dim"))
+
+
+def _running_line(running: tuple[str, ...]) -> str:
+    if not running:
+        return "running: -"
+    names = ", ".join(running[:RUNNING_SHOWN])
+    more = len(running) - RUNNING_SHOWN
+    return f"running: {names}" + (f" (+{more} more)" if more > 0 else "")
+
+
+@contextlib.contextmanager
+def live_display(progress: RunProgress, console: Console | None) -> Iterator[None]:
+    """Show a live progress view on ``console`` during the block (nothing if it is None).
+
+    Writes to ``sys.stdout`` / ``sys.stderr`` meanwhile (prints, log lines) appear above
+    the view instead of tearing it.
+    """
+    if console is None:
+        yield
+        return
+    from rich.live import Live  # optional extra (auto-workflow[cli])
+
+    view = _LiveView(progress)
+    with Live(view, console=console, refresh_per_second=8, transient=True):
+        yield
