@@ -272,3 +272,30 @@ def test_a_fan_out_over_a_non_iterable_reports_task_failed() -> None:
     assert "not iterable" in failed["error"]
     started = rec.named("flow_started")[0]
     assert started["nodes"] == [("number:0", "number")]
+
+
+def test_middleware_sees_a_timed_out_attempt_as_a_builtin_timeout_error() -> None:
+    import asyncio
+
+    from auto_workflow import middleware
+    from auto_workflow.exceptions import TimeoutError as TaskTimeout
+
+    seen: list[bool] = []
+
+    async def watch(next_call: Any, task_def: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return await next_call()
+        except TimeoutError:
+            seen.append(True)
+            raise
+
+    middleware.register(watch)
+
+    @task(timeout=0.02)
+    async def sleepy() -> None:
+        await asyncio.sleep(1)
+
+    with pytest.raises(TaskTimeout):
+        sleepy()
+    middleware.clear()
+    assert seen == [True]

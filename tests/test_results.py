@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,6 @@ def test_unkeyable_argument_runs_uncached_and_warns_naming_task_and_argument() -
     def use_lock(n: int, guard: Any) -> int:
         runs.append(n)
         return n + 1
-
-    import threading
 
     lock = threading.Lock()
     with pytest.warns(CacheKeyWarning, match=r"use_lock.*guard"):
@@ -512,3 +511,29 @@ def test_fan_out_of_a_cached_task_hits_per_element() -> None:
     assert squares.run() == [1, 4, 9, 4]
     assert squares.run() == [1, 4, 9, 4]
     assert sorted(runs) == [1, 2, 3]
+
+
+class ClientHoldingStore(MemoryArtifactStore):
+    """A custom store that cannot be pickled (it holds a lock, as a client would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client = threading.Lock()
+
+    def __reduce__(self) -> Any:
+        return object.__reduce__(self)
+
+
+@task(run_in="process")
+def _double_in_a_worker(x: int) -> tuple[int, str]:
+    return 2 * x, type(get_store()).__name__
+
+
+def test_an_unpicklable_custom_store_stays_behind_and_process_tasks_still_run() -> None:
+    @flow
+    def pipeline() -> Any:
+        return _double_in_a_worker(21)
+
+    value, store_kind = pipeline.run(artifact_store=ClientHoldingStore())
+    assert value == 42
+    assert store_kind == "MemoryArtifactStore"  # the worker's own default store

@@ -14,9 +14,13 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import cloudpickle  # type: ignore[import-untyped]  # ships no type information
+
 from auto_workflow.exceptions import ContextError
 
 __all__ = ["RunContext", "TaskFrame", "get_context", "use_context"]
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,9 +56,48 @@ class RunContext:
             name += f".{self.task_name}"
         return logging.getLogger(name)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Shipped to a worker process, the context takes the run's artifact store along
+        # only if the store can travel; one that cannot (it holds a client, a lock...) is
+        # left behind and the worker falls back to its own default store.
+        store = self.artifact_store
+        if store is not None and not _picklable(store):
+            store = None
+        fields = (self.run_id, self.flow_name, self.params, self.task_name, self.node_id)
+        return (_rebuild, (*fields, self.attempt, store))
+
     def for_attempt(self, task_name: str, node_id: str, attempt: int) -> RunContext:
         """The same run, seen from one attempt of one task."""
         return replace(self, task_name=task_name, node_id=node_id, attempt=attempt)
+
+
+def _rebuild(
+    run_id: str,
+    flow_name: str | None,
+    params: Mapping[str, Any],
+    task_name: str | None,
+    node_id: str | None,
+    attempt: int,
+    artifact_store: Any,
+) -> RunContext:
+    return RunContext(
+        run_id=run_id,
+        flow_name=flow_name,
+        params=params,
+        task_name=task_name,
+        node_id=node_id,
+        attempt=attempt,
+        artifact_store=artifact_store,
+    )
+
+
+def _picklable(value: object) -> bool:
+    try:
+        cloudpickle.dumps(value)
+    except Exception:  # noqa: BLE001 - a user's object: any failure means "cannot travel"
+        _logger.debug("%r cannot be pickled; worker processes use their own default", value)
+        return False
+    return True
 
 
 class TaskFrame:

@@ -75,8 +75,11 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-class _AttemptTimedOut(Exception):
-    """One attempt exceeded the task's timeout (internal; becomes TimeoutError)."""
+class _AttemptTimedOut(builtins.TimeoutError):
+    """One attempt exceeded the task's timeout (internal; becomes TimeoutError).
+
+    A builtin ``TimeoutError``, so middleware and tracers around the attempt see one.
+    """
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"attempt exceeded its timeout of {seconds:g}s")
