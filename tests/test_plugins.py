@@ -254,4 +254,19 @@ def test_in_memory_metrics_count_successes_failures_retries_and_cache() -> None:
     assert metrics.counters["cache_hits"] == 1
     assert metrics.counters["cache_sets"] == 1
     assert len(metrics.histograms["task_duration_ms"]) == 3  # failures are timed too
+    assert "tasks_running" not in metrics.counters  # the default does not take the gauge
+
+
+def test_in_memory_metrics_can_track_the_running_gauge() -> None:
+    metrics = InMemoryMetrics(track_running=True)
+    set_metrics_provider(metrics)
+    seen: list[float] = []
+
+    @task
+    def peek() -> int:
+        seen.append(metrics.counters["tasks_running"])
+        return 1
+
+    peek()
+    assert seen == [1]
     assert metrics.counters["tasks_running"] == 0

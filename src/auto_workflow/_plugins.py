@@ -237,7 +237,11 @@ class NullTracer:
 
 
 class MetricsProvider(Protocol):
-    """Counters and histograms."""
+    """Counters and histograms.
+
+    A provider may also have ``wants(name) -> bool``; the engine asks it once per run and
+    skips the metrics it does not want (today only the ``tasks_running`` gauge).
+    """
 
     def inc(self, name: str, value: float = 1, **labels: Any) -> None: ...
 
@@ -245,11 +249,20 @@ class MetricsProvider(Protocol):
 
 
 class InMemoryMetrics:
-    """The default metrics provider: counters and raw histogram samples, keyed by name."""
+    """The default metrics provider: counters and raw histogram samples, keyed by name.
 
-    def __init__(self) -> None:
+    It does not take the ``tasks_running`` gauge (two more calls per task, for a number
+    nobody reads from a dict): pass ``track_running=True`` to have it counted.
+    """
+
+    def __init__(self, *, track_running: bool = False) -> None:
         self.counters: defaultdict[str, float] = defaultdict(float)
         self.histograms: defaultdict[str, list[float]] = defaultdict(list)
+        self._track_running = track_running
+
+    def wants(self, name: str) -> bool:
+        """Every metric, except ``tasks_running`` unless asked for."""
+        return self._track_running or name != "tasks_running"
 
     def inc(self, name: str, value: float = 1, **labels: Any) -> None:
         """Add ``value`` to counter ``name`` (labels are accepted and ignored)."""

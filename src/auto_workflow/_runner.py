@@ -109,6 +109,18 @@ def _copy_error(err: TaskExecutionError) -> TaskExecutionError:
     return twin
 
 
+def _wants(metrics: object, name: str) -> bool:
+    """Whether ``metrics`` takes metric ``name``: its ``wants(name)`` says, or else yes."""
+    wants = getattr(metrics, "wants", None)
+    if wants is None:
+        return True
+    try:
+        return bool(wants(name))
+    except Exception:
+        logger.exception("metrics provider %r failed on wants(%r)", metrics, name)
+        return False
+
+
 _TAKES_TTL: dict[type, bool] = {}
 
 
@@ -140,6 +152,20 @@ class CallRunner:
         self._async = AsyncExecutor()
         self._observed = bool(plugins.middleware) or plugins.tracer is not None
         self._inflight: dict[str, _Flight] = {}
+        self.call: Callable[
+            [TaskLike, Any, tuple[Any, ...], dict[str, Any]], Awaitable[tuple[Any, int | str]]
+        ] = self._call
+        """Run one call of a task to its final value (or ArtifactRef).
+
+        ``await call(task, node, args, kwargs)`` returns ``(value, how)``: ``how`` is the
+        number of attempts when the task ran, ``"cache"`` for a result cache hit, or
+        ``"in_flight"`` when an identical call running at the same time in this run
+        produced the value. A final failure raises TaskExecutionError (or a subclass).
+        The method is chosen once per run, so metrics cost nothing when there are none.
+        """
+        if plugins.metrics is not None:
+            gauged = _wants(plugins.metrics, "tasks_running")
+            self.call = self._call_gauged if gauged else self._call_metered
 
     def close(self) -> None:
         """Shut down the thread pool this run started (process workers are shared)."""
@@ -162,24 +188,12 @@ class CallRunner:
 
     # -- one call --------------------------------------------------------------------------
 
-    async def call(
+    async def _call_metered(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int | str]:
-        """Run one call of ``task`` to its final value (or ArtifactRef).
-
-        Returns:
-            ``(value, how)``: ``how`` is the number of attempts when the task ran,
-            ``"cache"`` for a result cache hit, or ``"in_flight"`` when an identical call
-            running at the same time in this run produced the value.
-
-        Raises:
-            TaskExecutionError: (or a subclass) when the call finally fails.
-        """
         metrics = self.plugins.metrics
-        if metrics is None:
-            return await self._call(task, node, args, kwargs)
+        assert metrics is not None
         name = task.name
-        metrics.inc("tasks_running", 1, task=name)
         start = time.perf_counter()
         try:
             outcome = await self._call(task, node, args, kwargs)
@@ -188,19 +202,31 @@ class CallRunner:
             ms = (time.perf_counter() - start) * 1000
             metrics.observe("task_duration_ms", ms, task=name, result="failure")
             raise
-        finally:
-            metrics.inc("tasks_running", -1, task=name)
         result = "success" if outcome[1].__class__ is int else "cached"
         metrics.inc("tasks_succeeded", task=name, result=result)
         ms = (time.perf_counter() - start) * 1000
         metrics.observe("task_duration_ms", ms, task=name, result=result)
         return outcome
 
+    async def _call_gauged(
+        self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, int | str]:
+        """:meth:`_call_metered` inside the ``tasks_running`` gauge (+1 now, -1 after)."""
+        metrics = self.plugins.metrics
+        assert metrics is not None
+        metrics.inc("tasks_running", 1, task=task.name)
+        try:
+            return await self._call_metered(task, node, args, kwargs)
+        finally:
+            metrics.inc("tasks_running", -1, task=task.name)
+
     async def _call(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int | str]:
-        if not task.options.cache_ttl:  # None: not cached; 0: never hits
-            return await self._fresh(task, node, args, kwargs)
+        opts = task.options
+        if not opts.cache_ttl:  # None: not cached; 0: never hits (inlined _fresh: hot path)
+            outcome = await self._attempts(task, node, args, kwargs)
+            return (self._persist(task, outcome[0]), outcome[1]) if opts.persist else outcome
         key = self._cache_key(task, args, kwargs)
         if key is None:
             return await self._fresh(task, node, args, kwargs)
