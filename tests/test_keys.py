@@ -739,3 +739,14 @@ def test_editing_the_code_object_in_place_changes_the_key() -> None:
     before = key(shifting, 1)
     shifting.fn.__code__ = other.__code__  # what hot-reload tools do
     assert key(shifting, 1) != before
+
+
+def test_remembered_key_is_the_default_key_or_nothing() -> None:
+    from auto_workflow._keys import remembered_key
+
+    fresh = add.with_options(name="add_remembered")
+    assert remembered_key(fresh, (7,)) is None  # nothing keyed yet
+    computed = key(fresh, 7)
+    assert remembered_key(fresh, (7,)) == computed
+    assert remembered_key(fresh, (True,)) is None  # bools are never memoized (True == 1)
+    assert remembered_key(fresh, (7, 2)) is None  # only single-argument calls take this path

@@ -80,7 +80,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from auto_workflow._graph import TaskLike
 
-__all__ = ["CacheKeyReport", "UnkeyableError", "default_cache_key", "explain", "fingerprint"]
+__all__ = [
+    "CacheKeyReport",
+    "UnkeyableError",
+    "default_cache_key",
+    "explain",
+    "fingerprint",
+    "remembered_key",
+]
 
 _HINT = "pass a value instead, define __auto_workflow_key__, or give the task a cache_key_fn"
 _KEY_VERSION = "auto_workflow cache key v1"
@@ -1111,6 +1118,25 @@ def _head_for(task: TaskLike) -> _Head:
         with contextlib.suppress(AttributeError, TypeError):
             task._aw_key_head = head  # type: ignore[attr-defined]
     return head
+
+
+def remembered_key(task: TaskLike, args: tuple[Any, ...]) -> str | None:
+    """The memoized default key of ``task(*args)``, or ``None``: then ask
+    :func:`default_cache_key`. The hot path of a cache hit, so it is written flat."""
+    head: _Head | None = getattr(task, "_aw_key_head", None)
+    if head is None or len(args) != 1:
+        return None
+    value = args[0]
+    kind = type(value)
+    if kind is int:
+        if not -_MEMO_INT < value < _MEMO_INT:
+            return None
+    elif kind is not str or len(value) > _MEMO_STR:
+        return None
+    key = head.memo.get(args)
+    if key is None or not head.info.current(task.fn):
+        return None
+    return key
 
 
 def default_cache_key(task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

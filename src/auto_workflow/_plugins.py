@@ -86,18 +86,25 @@ class MemoryResultCache:
 
     def get(self, key: str, ttl: float | None) -> Any:
         """The stored value if younger than ``ttl`` seconds (``None`` ttl: no expiry)."""
-        with self._lock:
+        if self._max is None:
+            # Unbounded: no recency to update, and a dict read is atomic, so a hit needs
+            # no lock; only dropping an expired entry takes it.
             entry = self._entries.get(key)
-            if entry is None:
-                return None
-            stored_at, expires_at, value = entry
-            now = self._clock()
-            if now >= expires_at or (ttl is not None and now - stored_at >= ttl):
-                del self._entries[key]
-                return None
-            if self._max is not None:  # recency only matters when something gets evicted
-                self._entries.move_to_end(key)
-            return value
+        else:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries.move_to_end(key)
+        if entry is None:
+            return None
+        stored_at, expires_at, value = entry
+        now = self._clock()
+        if now >= expires_at or (ttl is not None and now - stored_at >= ttl):
+            with self._lock:
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+            return None
+        return value
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` now, evicting the least recently used if full.

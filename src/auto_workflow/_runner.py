@@ -41,7 +41,7 @@ from auto_workflow._executors import (
     get_process_pool,
 )
 from auto_workflow._graph import SKIPPED, Graph, Node, RunState, TaskLike, resolve
-from auto_workflow._keys import UnkeyableError, default_cache_key
+from auto_workflow._keys import UnkeyableError, default_cache_key, remembered_key
 from auto_workflow._model import ArtifactRef, FailurePolicy, RunIn
 from auto_workflow.exceptions import (
     AggregateTaskError,
@@ -227,9 +227,11 @@ class CallRunner:
         if not opts.cache_ttl:  # None: not cached; 0: never hits (inlined _fresh: hot path)
             outcome = await self._attempts(task, node, args, kwargs)
             return (self._persist(task, outcome[0]), outcome[1]) if opts.persist else outcome
-        key = self._cache_key(task, args, kwargs)
+        key = None if kwargs or opts.cache_key_fn else remembered_key(task, args)
         if key is None:
-            return await self._fresh(task, node, args, kwargs)
+            key = self._cache_key(task, args, kwargs)
+            if key is None:
+                return await self._fresh(task, node, args, kwargs)
         while True:
             hit = self._lookup(task, key)
             if hit is not None:
