@@ -24,12 +24,27 @@ EXPECTED_TOP_LEVEL = {
 }
 
 PUBLIC_MODULES = {
-    "auto_workflow.artifacts": {"get_store", "ArtifactRef"},
-    "auto_workflow.cache": {"get_result_cache", "ResultCache"},
+    "auto_workflow.artifacts": {
+        "get_store",
+        "set_store",
+        "ArtifactRef",
+        "MemoryArtifactStore",
+        "FilesystemArtifactStore",
+    },
+    "auto_workflow.cache": {
+        "get_result_cache",
+        "set_result_cache",
+        "ResultCache",
+        "MemoryResultCache",
+        "FilesystemResultCache",
+        "CacheKeyReport",
+    },
     "auto_workflow.context": {"get_context"},
     "auto_workflow.tracing": {"set_tracer", "get_tracer"},
     "auto_workflow.middleware": {"register", "clear"},
-    "auto_workflow.events": {"subscribe"},
+    "auto_workflow.events": {"subscribe", "unsubscribe", "EVENT_NAMES"},
+    "auto_workflow.integrations.otel": {"OpenTelemetryTracer"},
+    "auto_workflow.integrations.prometheus": {"PrometheusMetrics"},
     "auto_workflow.metrics_provider": {
         "set_metrics_provider",
         "get_metrics_provider",
@@ -48,6 +63,10 @@ PUBLIC_MODULES = {
         "TimeoutError",
         "RetryExhaustedError",
         "AggregateTaskError",
+        "ArtifactNotFoundError",
+        "InvalidKeyError",
+        "CacheKeyWarning",
+        "CorruptEntryWarning",
     },
 }
 
