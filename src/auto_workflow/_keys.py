@@ -1057,14 +1057,15 @@ class _Head:
 
 def _memoizable(args: tuple[Any, ...]) -> bool:
     """True if ``args`` holds only small plain ints and strs (see :class:`_Head`)."""
-    for value in args:
-        kind = type(value)
-        if kind is int:
-            if not -_MEMO_INT < value < _MEMO_INT:
-                return False
-        elif kind is not str or len(value) > _MEMO_STR:
-            return False
-    return True
+    return all(map(_small, args))
+
+
+def _small(value: object) -> bool:
+    """A plain ``int`` or ``str`` small enough to keep in a memo."""
+    kind = type(value)
+    if kind is int:
+        return -_MEMO_INT < value < _MEMO_INT  # type: ignore[operator]
+    return kind is str and len(value) <= _MEMO_STR  # type: ignore[arg-type]
 
 
 def _head(info: _FnInfo, task: TaskLike) -> _Head:
@@ -1121,17 +1122,10 @@ def _head_for(task: TaskLike) -> _Head:
 
 
 def remembered_key(task: TaskLike, args: tuple[Any, ...]) -> str | None:
-    """The memoized default key of ``task(*args)``, or ``None``: then ask
-    :func:`default_cache_key`. The hot path of a cache hit, so it is written flat."""
+    """The memoized default key of a one-argument call ``task(arg)``, or ``None``: then
+    ask :func:`default_cache_key`. The hot path of a cache hit, so it does little."""
     head: _Head | None = getattr(task, "_aw_key_head", None)
-    if head is None or len(args) != 1:
-        return None
-    value = args[0]
-    kind = type(value)
-    if kind is int:
-        if not -_MEMO_INT < value < _MEMO_INT:
-            return None
-    elif kind is not str or len(value) > _MEMO_STR:
+    if head is None or len(args) != 1 or not _small(args[0]):
         return None
     key = head.memo.get(args)
     if key is None or not head.info.current(task.fn):
