@@ -537,3 +537,26 @@ def test_an_unpicklable_custom_store_stays_behind_and_process_tasks_still_run() 
     value, store_kind = pipeline.run(artifact_store=ClientHoldingStore())
     assert value == 42
     assert store_kind == "MemoryArtifactStore"  # the worker's own default store
+
+
+def test_a_result_the_filesystem_cache_cannot_pickle_is_returned_and_not_cached(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_result_cache(FilesystemResultCache(tmp_path))
+    runs: list[int] = []
+
+    @task(cache_ttl=60)
+    def make_lock(n: int) -> Any:
+        runs.append(n)
+        return threading.Lock()
+
+    with caplog.at_level(logging.WARNING, logger="auto_workflow"):
+        first = make_lock(1)
+        second = make_lock(1)
+    assert type(first) is type(threading.Lock())
+    assert second is not first
+    assert runs == [1, 1]
+    warned = [r for r in caplog.records if "result not cached" in r.getMessage()]
+    assert len(warned) == 2
+    assert "lock" in warned[0].getMessage()
+    assert all(r.levelno == logging.WARNING for r in warned)

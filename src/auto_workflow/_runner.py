@@ -297,6 +297,9 @@ class CallRunner:
                 cache.set(key, (value,), ttl=task.options.cache_ttl)  # type: ignore[call-arg]
             else:
                 cache.set(key, (value,))
+        except SerializationError as exc:  # the value, not the backend, is at fault
+            logger.warning("task %r: result not cached: %s", task.name, exc)
+            return
         except Exception:
             logger.exception("task %r: the result cache failed on set(); not cached", task.name)
             return
