@@ -215,3 +215,19 @@ def test_keyboard_interrupt_in_a_task_is_not_swallowed() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         interrupted()
+
+
+def test_a_timed_out_attempt_is_an_attempt_timeout_error_carried_as_original() -> None:
+    from auto_workflow.exceptions import AttemptTimeoutError
+
+    @task(timeout=0.02)
+    async def stuck() -> None:
+        await asyncio.sleep(1)
+
+    with pytest.raises(TimeoutError) as info:
+        stuck()
+    original = info.value.original
+    assert isinstance(original, AttemptTimeoutError)
+    assert isinstance(original, builtins.TimeoutError)
+    assert original.seconds == 0.02
+    assert info.value.__cause__ is original

@@ -45,6 +45,7 @@ from auto_workflow._keys import UnkeyableError, default_cache_key, remembered_ke
 from auto_workflow._model import ArtifactRef, FailurePolicy, RunIn
 from auto_workflow.exceptions import (
     AggregateTaskError,
+    AttemptTimeoutError,
     CacheKeyWarning,
     FanOutLimitError,
     InvalidKeyError,
@@ -73,17 +74,6 @@ _YIELD_EVERY = 64
 def new_run_id() -> str:
     """A fresh, unique run id."""
     return uuid.uuid4().hex[:16]
-
-
-class _AttemptTimedOut(builtins.TimeoutError):
-    """One attempt exceeded the task's timeout (internal; becomes TimeoutError).
-
-    A builtin ``TimeoutError``, so middleware and tracers around the attempt see one.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"attempt exceeded its timeout of {seconds:g}s")
-        self.seconds = seconds
 
 
 class _Abort(Exception):
@@ -366,27 +356,26 @@ class CallRunner:
         while True:
             try:
                 return await self._attempt(task, node, attempt, args, kwargs), attempt
-            except Exception as exc:  # noqa: BLE001 - user code: any failure is retried or wrapped
+            except Exception as exc:
                 if attempt >= total or isinstance(exc, SerializationError):
-                    raise self._final_error(task, exc, attempt) from _cause(exc)
+                    raise self._final_error(task, exc, attempt) from exc
                 self._on_retry(task, node, attempt, exc)
                 await asyncio.sleep(_backoff(opts.retry_backoff, opts.retry_jitter, attempt))
                 attempt += 1
 
     def _final_error(self, task: TaskLike, exc: BaseException, attempts: int) -> TaskExecutionError:
-        original = _cause(exc)
-        if isinstance(exc, _AttemptTimedOut):
-            return TimeoutError(task.name, original, attempts)
+        if isinstance(exc, AttemptTimeoutError):
+            return TimeoutError(task.name, exc, attempts)
         if task.options.retries > 0:
-            return RetryExhaustedError(task.name, original, attempts)
-        return TaskExecutionError(task.name, original, attempts)
+            return RetryExhaustedError(task.name, exc, attempts)
+        return TaskExecutionError(task.name, exc, attempts)
 
     def _on_retry(self, task: TaskLike, node: Any, attempt: int, exc: BaseException) -> None:
         logger.debug("task %r attempt %d failed (%r); retrying", task.name, attempt, exc)
         self._count("task_retries", task)
         events = self.plugins.events
         if events.wants("task_retry"):
-            payload = self.payload(task, _node_id(node), attempt=attempt, error=repr(_cause(exc)))
+            payload = self.payload(task, _node_id(node), attempt=attempt, error=repr(exc))
             events.emit("task_retry", payload)
 
     def payload(self, task: TaskLike, node_id: str, **extra: Any) -> dict[str, Any]:
@@ -478,7 +467,7 @@ def _wrap(
 
 
 async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:
-    """Await ``work``, turning an elapsed limit of ``seconds`` into :class:`_AttemptTimedOut`."""
+    """Await ``work``, turning an elapsed limit of ``seconds`` into :class:`AttemptTimeoutError`."""
     if seconds is None:
         return await work
     try:
@@ -486,19 +475,12 @@ async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:
             return await work
     except builtins.TimeoutError:
         if scope.expired():
-            raise _AttemptTimedOut(seconds) from None
+            raise AttemptTimeoutError(seconds) from None
         raise
 
 
 def _node_id(node: Any) -> str:
     return node if isinstance(node, str) else str(node.id)
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """What a final error carries as ``original``: the timeout as a builtin TimeoutError."""
-    if isinstance(exc, _AttemptTimedOut):
-        return builtins.TimeoutError(str(exc))
-    return exc
 
 
 def _backoff(base: float, jitter: float, attempt: int) -> float:

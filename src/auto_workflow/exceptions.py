@@ -8,6 +8,7 @@ also inherits the builtin it resembles, so ``except ValueError`` and friends kee
     │   ├── TimeoutError (+ builtins.TimeoutError)   ... and its last attempt timed out
     │   ├── RetryExhaustedError                 ... after all configured retries were used
     │   └── UpstreamFailedError                 ... never ran: a dependency failed
+    ├── AttemptTimeoutError (+ builtins.TimeoutError)  one attempt ran out of time (retried)
     ├── AggregateTaskError                      failure_policy="aggregate": every task failure
     ├── WorkerCrashedError (+ RuntimeError)     a process worker died while running a call
     ├── RemoteTaskError (+ RuntimeError)        stands in for an unpicklable worker exception
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 __all__ = [
     "AggregateTaskError",
     "ArtifactNotFoundError",
+    "AttemptTimeoutError",
     "AutoWorkflowError",
     "AutoWorkflowWarning",
     "CacheKeyWarning",
@@ -98,6 +100,24 @@ class UpstreamFailedError(TaskExecutionError):
 
     ``original`` is the upstream task's :class:`TaskExecutionError`; ``attempts`` is 0.
     """
+
+
+class AttemptTimeoutError(AutoWorkflowError, builtins.TimeoutError):
+    """One attempt of a task exceeded its ``timeout``.
+
+    Middleware and tracers around the attempt see this; the attempt is then retried, or the
+    task fails with :class:`TimeoutError` (whose ``original`` is this error).
+
+    Attributes:
+        seconds: The task's timeout.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"attempt exceeded its timeout of {seconds:g}s")
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.seconds,))
 
 
 class AggregateTaskError(AutoWorkflowError):
