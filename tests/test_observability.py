@@ -299,3 +299,23 @@ def test_middleware_sees_a_timed_out_attempt_as_a_builtin_timeout_error() -> Non
         sleepy()
     middleware.clear()
     assert seen == [True]
+
+
+def test_the_flow_span_also_encloses_building_the_graph() -> None:
+    tracer = NestingTracer()
+    set_tracer(tracer)
+    seen_while_building: list[str | None] = []
+
+    @task
+    def one() -> int:
+        return 1
+
+    @flow
+    def built() -> int:
+        seen_while_building.append(_current_span.get())
+        return one()
+
+    assert built.run() == 1
+    assert seen_while_building == ["flow:built"]
+    run_ids = {attrs.get("run_id") for name, _, attrs in tracer.spans if name == "flow:built"}
+    assert len(run_ids) == 1 and None not in run_ids

@@ -337,7 +337,7 @@ class Flow:
         self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> tuple[Graph, Any, RunContext]:
         """Run the flow body to record its graph; returns (graph, output structure, context)."""
-        return self._build(args, kwargs, params, None)
+        return self._build(args, kwargs, params, None, new_run_id())
 
     def _build(
         self,
@@ -345,9 +345,10 @@ class Flow:
         kwargs: dict[str, Any],
         params: Mapping[str, Any] | None,
         store: ArtifactStore | None,
+        run_id: str,
     ) -> tuple[Graph, Any, RunContext]:
         base = RunContext(
-            run_id=new_run_id(),
+            run_id=run_id,
             flow_name=self.name,
             params=_check_params(params),
             artifact_store=store,
@@ -421,7 +422,25 @@ class Flow:
         limit: int | None,
         plugins: Plugins,
     ) -> Any:
-        graph, out, base = self._build(args, kwargs, params, plugins.store)
+        run_id = new_run_id()
+        run = self._build_and_run(args, kwargs, params, policy, limit, plugins, run_id)
+        if plugins.tracer is None:
+            return await run
+        # The flow span encloses the whole run: building the graph, running it, the result.
+        async with plugins.tracer.span(f"flow:{self.name}", run_id=run_id):
+            return await run
+
+    async def _build_and_run(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        params: Mapping[str, Any] | None,
+        policy: FailurePolicy,
+        limit: int | None,
+        plugins: Plugins,
+        run_id: str,
+    ) -> Any:
+        graph, out, base = self._build(args, kwargs, params, plugins.store, run_id)
         calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS)
         runner = FlowRunner(
             graph,
@@ -469,7 +488,7 @@ def _snapshot(cache: ResultCache | None, store: ArtifactStore | None) -> Plugins
 
 
 async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
-    """Run the graph inside the flow span, with flow_started / flow_completed events."""
+    """Run the graph between flow_started and flow_completed events."""
     plugins, base = calls.plugins, calls.base
     events = plugins.events
     payload = {"flow": base.flow_name, "run_id": base.run_id}
@@ -479,11 +498,7 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
     start = time.perf_counter()
     token = _building.set(None)  # tasks started by this run must never add to an outer build
     try:
-        if plugins.tracer is None:
-            await runner.run()
-        else:
-            async with plugins.tracer.span(f"flow:{base.flow_name}", run_id=base.run_id):
-                await runner.run()
+        await runner.run()
     except BaseException as exc:
         if events:
             ms = (time.perf_counter() - start) * 1000
