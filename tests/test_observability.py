@@ -318,4 +318,5 @@ def test_the_flow_span_also_encloses_building_the_graph() -> None:
     assert built.run() == 1
     assert seen_while_building == ["flow:built"]
     run_ids = {attrs.get("run_id") for name, _, attrs in tracer.spans if name == "flow:built"}
-    assert len(run_ids) == 1 and None not in run_ids
+    assert len(run_ids) == 1
+    assert None not in run_ids
