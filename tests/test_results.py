@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -560,3 +564,45 @@ def test_a_result_the_filesystem_cache_cannot_pickle_is_returned_and_not_cached(
     assert len(warned) == 2
     assert "lock" in warned[0].getMessage()
     assert all(r.levelno == logging.WARNING for r in warned)
+
+
+_SHARED_FLOW = """
+import json, os, sys
+from auto_workflow import flow, task
+
+@task(cache_ttl=3600)
+def slow_square(x: int) -> int:
+    with open(os.environ["RUN_LOG"], "a") as log:
+        log.write(f"{x}\\n")
+    return x * x
+
+@flow
+def squares(n: int) -> list:
+    return [slow_square(i) for i in range(n)]
+
+print(json.dumps(squares.run(int(sys.argv[1]))))
+"""
+
+
+def test_a_filesystem_cache_is_shared_by_separate_processes(tmp_path: Path) -> None:
+    script = tmp_path / "shared.py"
+    script.write_text(_SHARED_FLOW)
+    log = tmp_path / "runs.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AUTO_WORKFLOW_")},
+        "AUTO_WORKFLOW_RESULT_CACHE": "filesystem",
+        "AUTO_WORKFLOW_RESULT_CACHE_PATH": str(tmp_path / "cache"),
+        "RUN_LOG": str(log),
+    }
+    for n, seed in ((3, "1"), (5, "2")):  # a different hash seed in each interpreter
+        done = subprocess.run(
+            [sys.executable, str(script), str(n)],
+            env={**env, "PYTHONHASHSEED": seed},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(done.stdout) == [i * i for i in range(n)]
+    assert sorted(map(int, log.read_text().split())) == [0, 1, 2, 3, 4]  # 0-2 ran once
