@@ -364,6 +364,7 @@ class Defaults:
         self.store: ArtifactStore | None = None
         self._cache_from: Config | None = None  # the config the cache was made from
         self._store_from: Config | None = None
+        self._lock = threading.Lock()
         self.tracer: Tracer = NullTracer()
         self.metrics: MetricsProvider = InMemoryMetrics()
         self.middleware: list[Middleware] = []
@@ -371,22 +372,26 @@ class Defaults:
 
     def set_cache(self, cache: ResultCache | None) -> None:
         """Use ``cache`` from now on (``None``: back to the configured one)."""
-        self.cache, self._cache_from = cache, None
+        with self._lock:
+            self.cache, self._cache_from = cache, None
 
     def set_store(self, store: ArtifactStore | None) -> None:
         """Use ``store`` from now on (``None``: back to the configured one)."""
-        self.store, self._store_from = store, None
+        with self._lock:
+            self.store, self._store_from = store, None
 
     def get_cache(self) -> ResultCache:
         """The default result cache: the one set in code, else the configured one."""
         cache = self.cache
         if cache is not None and self._cache_from is None:
-            return cache
+            return cache  # set in code: no configuration to consult
         config = get_config()
-        if cache is None or self._cache_from is not config:
-            cache = self.cache = cache_from_config(config)
-            self._cache_from = config
-        return cache
+        with self._lock:  # threads starting their first runs at once must share one cache
+            cache, made_from = self.cache, self._cache_from
+            if cache is None or (made_from is not None and made_from is not config):
+                cache = self.cache = cache_from_config(config)
+                self._cache_from = config
+            return cache
 
     def get_store(self) -> ArtifactStore:
         """The default artifact store: the one set in code, else the configured one."""
@@ -394,10 +399,12 @@ class Defaults:
         if store is not None and self._store_from is None:
             return store
         config = get_config()
-        if store is None or self._store_from is not config:
-            store = self.store = store_from_config(config)
-            self._store_from = config
-        return store
+        with self._lock:
+            store, made_from = self.store, self._store_from
+            if store is None or (made_from is not None and made_from is not config):
+                store = self.store = store_from_config(config)
+                self._store_from = config
+            return store
 
     def snapshot(
         self,
