@@ -610,17 +610,19 @@ def test_a_filesystem_cache_is_shared_by_separate_processes(tmp_path: Path) -> N
 
 def test_threads_making_the_default_cache_at_once_share_one() -> None:
     barrier = threading.Barrier(8)
-    seen: list[object] = []
+    caches: list[object] = []
+    stores: list[object] = []
 
     def first_use() -> None:
         barrier.wait()
-        seen.append(get_result_cache())
-        seen.append(get_store())
+        caches.append(get_result_cache())
+        stores.append(get_store())
 
     threads = [threading.Thread(target=first_use) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len({id(x) for x in seen[0::2]}) == 1
-    assert len({id(x) for x in seen[1::2]}) == 1
+    assert len(caches) == len(stores) == 8
+    assert len({id(x) for x in caches}) == 1
+    assert len({id(x) for x in stores}) == 1
