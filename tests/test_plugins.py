@@ -270,3 +270,13 @@ def test_in_memory_metrics_can_track_the_running_gauge() -> None:
     peek()
     assert seen == [1]
     assert metrics.counters["tasks_running"] == 0
+
+
+def test_in_memory_histograms_keep_recent_samples_and_count_all() -> None:
+    metrics = InMemoryMetrics(max_samples=3)
+    for value in range(5):
+        metrics.observe("task_duration_ms", float(value))
+    assert list(metrics.histograms["task_duration_ms"]) == [2.0, 3.0, 4.0]
+    assert metrics.observations["task_duration_ms"] == 5
+    with pytest.raises(ValueError, match="max_samples"):
+        InMemoryMetrics(max_samples=0)

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -256,15 +256,22 @@ class MetricsProvider(Protocol):
 
 
 class InMemoryMetrics:
-    """The default metrics provider: counters and raw histogram samples, keyed by name.
+    """The default metrics provider: counters and recent histogram samples, keyed by name.
 
+    ``histograms[name]`` keeps the latest ``max_samples`` samples (a long-lived process
+    must not grow without bound); ``observations[name]`` counts every sample ever made.
     It does not take the ``tasks_running`` gauge (two more calls per task, for a number
     nobody reads from a dict): pass ``track_running=True`` to have it counted.
     """
 
-    def __init__(self, *, track_running: bool = False) -> None:
+    def __init__(self, *, track_running: bool = False, max_samples: int = 10_000) -> None:
+        if not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1:
+            raise ValueError(f"max_samples must be a positive int; got {max_samples!r}")
         self.counters: defaultdict[str, float] = defaultdict(float)
-        self.histograms: defaultdict[str, list[float]] = defaultdict(list)
+        self.histograms: defaultdict[str, deque[float]] = defaultdict(
+            lambda: deque(maxlen=max_samples)
+        )
+        self.observations: defaultdict[str, int] = defaultdict(int)
         self._track_running = track_running
 
     def wants(self, name: str) -> bool:
@@ -278,11 +285,13 @@ class InMemoryMetrics:
     def observe(self, name: str, value: float, **labels: Any) -> None:
         """Record one sample of histogram ``name``."""
         self.histograms[name].append(value)
+        self.observations[name] += 1
 
     def reset(self) -> None:
         """Forget everything recorded."""
         self.counters.clear()
         self.histograms.clear()
+        self.observations.clear()
 
 
 # -- events ------------------------------------------------------------------------------
