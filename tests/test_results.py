@@ -626,3 +626,41 @@ def test_threads_making_the_default_cache_at_once_share_one() -> None:
     assert len(caches) == len(stores) == 8
     assert len({id(x) for x in caches}) == 1
     assert len({id(x) for x in stores}) == 1
+
+
+_SCRIPT_AND_CLI = """
+import json, os
+from auto_workflow import flow, task
+
+@task(cache_ttl=3600)
+def cube(x: int) -> int:
+    with open(os.environ["RUN_LOG"], "a") as log:
+        log.write(f"{x}\\n")
+    return x ** 3
+
+@flow
+def cubes(n: int) -> list:
+    return [cube(i) for i in range(n)]
+
+if __name__ == "__main__":
+    print(json.dumps(cubes.run(3)))
+"""
+
+
+def test_a_script_run_directly_and_through_the_cli_share_cache_entries(tmp_path: Path) -> None:
+    (tmp_path / "pipe.py").write_text(_SCRIPT_AND_CLI)
+    log = tmp_path / "runs.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AUTO_WORKFLOW_")},
+        "AUTO_WORKFLOW_RESULT_CACHE": "filesystem",
+        "AUTO_WORKFLOW_RESULT_CACHE_PATH": str(tmp_path / "cache"),
+        "AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS": "1",
+        "RUN_LOG": str(log),
+    }
+    commands = [
+        [sys.executable, "pipe.py"],  # the module is __main__ here
+        [sys.executable, "-m", "auto_workflow", "run", "pipe.py:cubes", "--arg", "n=4"],
+    ]
+    for command in commands:
+        subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, check=True, timeout=60)
+    assert sorted(map(int, log.read_text().split())) == [0, 1, 2, 3]

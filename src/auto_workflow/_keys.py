@@ -46,6 +46,9 @@ functions or classes defined inside functions, objects that compare by identity 
 instances of any other class. For those, pass a value instead, define
 ``__auto_workflow_key__``, or give the task a ``cache_key_fn``.
 
+A script run as ``__main__`` is named by its module spec or file name (see
+:func:`_module_label`), so ``python etl.py`` and ``auto-workflow run etl.py:flow`` agree.
+
 What the key does NOT cover: module globals the task reads, helper functions and classes it
 calls (only their names are keyed when they are passed as arguments), files and services it
 touches, and anything its code reaches other than through its arguments. The source text
@@ -208,7 +211,7 @@ def _class_name(cls: type, role: str = "a class") -> str:
             f"{role} {module}.{qualname} that cannot be imported by that name, "
             "so it has no stable identity across processes"
         )
-    name = f"{module}:{qualname}"
+    name = f"{_module_label(module)}:{qualname}"
     _CLASS_NAMES[cls] = name
     return name
 
@@ -227,7 +230,24 @@ def _function_name(fn: types.FunctionType) -> str:
             f"the function {module}.{qualname}, which cannot be imported by that name, "
             "so it has no stable identity across processes"
         )
-    return f"{module}:{qualname}"
+    return f"{_module_label(module)}:{qualname}"
+
+
+def _module_label(module: str) -> str:
+    """How a module is named in keys: a script run as ``__main__`` by its file name.
+
+    ``python etl.py`` runs the file as ``__main__``, while ``auto-workflow run etl.py:flow``
+    (and ``import etl``) load it as ``etl``: both must give its tasks the same keys. So
+    ``__main__`` is named by its module spec (``python -m pkg.etl``) or its file's stem.
+    """
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and isinstance(spec.name, str):
+        return spec.name  # python -m package.module
+    path = getattr(main, "__file__", None)
+    return pathlib.Path(path).stem if isinstance(path, str) and path else module
 
 
 # -- atoms: values encoded in one piece ----------------------------------------------------
@@ -896,7 +916,7 @@ class _FnInfo:
         self.kwdefaults: object = getattr(fn, "__kwdefaults__", None)
         self.signature = _signature(fn)
         self.name: str = getattr(fn, "__name__", "")
-        module = getattr(fn, "__module__", None) or "?"
+        module = _module_label(getattr(fn, "__module__", None) or "?")
         qualname = getattr(fn, "__qualname__", None) or _type_label(type(fn))
         self.identity = f"{module}:{qualname}"
         self.closure: dict[str, str] = {}
