@@ -664,3 +664,43 @@ def test_a_script_run_directly_and_through_the_cli_share_cache_entries(tmp_path:
     for command in commands:
         subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, check=True, timeout=60)
     assert sorted(map(int, log.read_text().split())) == [0, 1, 2, 3]
+
+
+async def test_concurrent_direct_calls_and_runs_on_one_loop_share_flights() -> None:
+    runs: list[int] = []
+
+    @task(cache_ttl=60)
+    async def fetch(x: int) -> int:
+        runs.append(x)
+        await asyncio.sleep(0.05)
+        return x + 100
+
+    @flow
+    def one(x: int) -> int:
+        return fetch(x)
+
+    values = await asyncio.gather(
+        fetch.run_async(1), fetch.run_async(1), one.run_async(1), one.run_async(2)
+    )
+    assert values == [101, 101, 101, 102]
+    assert sorted(runs) == [1, 2]
+
+
+async def test_runs_with_different_caches_do_not_share_flights() -> None:
+    runs: list[int] = []
+
+    @task(cache_ttl=60)
+    async def fetch(x: int) -> int:
+        runs.append(x)
+        await asyncio.sleep(0.05)
+        return x
+
+    @flow
+    def one() -> int:
+        return fetch(7)
+
+    await asyncio.gather(
+        one.run_async(result_cache=MemoryResultCache()),
+        one.run_async(result_cache=MemoryResultCache()),
+    )
+    assert runs == [7, 7]

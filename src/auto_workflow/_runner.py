@@ -27,6 +27,7 @@ import random
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,31 @@ class _Flight:
         self.error: TaskExecutionError | None = None
 
 
+_InFlight = dict[tuple[int, str], _Flight]
+"""Cached calls in flight, by (id of the result cache, key)."""
+
+_INFLIGHT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
+_INFLIGHT = weakref.WeakKeyDictionary()
+
+
+def _inflight_table() -> _InFlight:
+    """The cached calls in flight on this event loop.
+
+    Shared by every run on the loop: a flow's identical calls, flows run concurrently,
+    ``asyncio.gather`` of direct ``run_async`` calls. Calls share a flight only when they
+    also share the result cache. A flight is removed when it lands, so the table stays
+    small. Without a running loop (a runner made for inspection), a private table.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return {}
+    table = _INFLIGHT.get(loop)
+    if table is None:
+        table = _INFLIGHT[loop] = {}
+    return table
+
+
 def _copy_error(err: TaskExecutionError) -> TaskExecutionError:
     """The leader's failure for a follower: same type and fields, a traceback of its own."""
     twin = copy.copy(err).with_traceback(None)
@@ -141,7 +167,8 @@ class CallRunner:
         self._process: ProcessExecutor | None = None
         self._async = AsyncExecutor()
         self._observed = bool(plugins.middleware) or plugins.tracer is not None
-        self._inflight: dict[str, _Flight] = {}
+        self._inflight = _inflight_table()
+        self._cache_id = id(plugins.cache)
         self.call: Callable[
             [TaskLike, Any, tuple[Any, ...], dict[str, Any]], Awaitable[tuple[Any, int | str]]
         ] = self._call
@@ -226,7 +253,7 @@ class CallRunner:
             hit = self._lookup(task, key)
             if hit is not None:
                 return hit[0], "cache"
-            flight = self._inflight.get(key)
+            flight = self._inflight.get((self._cache_id, key))
             if flight is None:
                 break
             self._count("dedup_joins", task)
@@ -242,7 +269,8 @@ class CallRunner:
         self, task: TaskLike, node: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int]:
         """Run a cached call that nobody else is running; identical calls wait for it."""
-        flight = self._inflight[key] = _Flight()
+        slot = (self._cache_id, key)
+        flight = self._inflight[slot] = _Flight()
         try:
             value, attempts = await self._fresh(task, node, args, kwargs)
             self._store(task, key, value)
@@ -252,7 +280,7 @@ class CallRunner:
             flight.error = err
             raise
         finally:
-            del self._inflight[key]
+            del self._inflight[slot]
             flight.finished.set()
 
     async def _fresh(
