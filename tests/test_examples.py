@@ -39,3 +39,30 @@ def test_etl_example_loads_every_valid_row_after_a_retry(tmp_path: Path) -> None
     described = etl.describe(30, database=str(tmp_path / "x.db"))
     assert [n["task"] for n in described["nodes"]] == ["extract", "clean", "load", "summarise"]
     assert described["nodes"][1]["kind"] == "fanout"
+
+
+def _report(folder: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "report.py"), str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def test_report_example_reuses_every_result_in_its_second_run_and_next_process(
+    tmp_path: Path,
+) -> None:
+    first = _report(tmp_path)
+    assert first["tasks_reused"] == {"first_run": 0, "second_run": 8}
+    again = _report(tmp_path)  # a new process, the same folder
+    assert again["tasks_reused"] == {"first_run": 8, "second_run": 8}
+    assert again["report"] == first["report"]
+    regions = first["report"]["regions"]
+    assert set(regions) == {"north", "south", "east", "west"}
+    assert first["report"]["total_revenue"] == round(sum(r["revenue"] for r in regions.values()), 2)
+    artifacts = list((tmp_path / "artifacts").iterdir())
+    assert len(artifacts) == 4  # one JSON artifact per region, written once
