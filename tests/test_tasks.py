@@ -231,3 +231,19 @@ def test_a_timed_out_attempt_is_an_attempt_timeout_error_carried_as_original() -
     assert isinstance(original, builtins.TimeoutError)
     assert original.seconds == 0.02
     assert info.value.__cause__ is original
+
+
+def test_a_failure_is_not_chained_to_an_event_loop_lookup() -> None:
+    @task
+    def divide(x: int) -> float:
+        return 1 / x
+
+    with pytest.raises(TaskExecutionError) as info:
+        divide(0)
+    chain: list[BaseException] = []
+    error: BaseException | None = info.value
+    while error is not None and len(chain) < 10:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert not any("no running event loop" in str(e) for e in chain)
+    assert isinstance(chain[-1], ZeroDivisionError)

@@ -58,8 +58,10 @@ def _run_sync(work: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(work)
-    return _run_in_helper_thread(work)
+        running = False  # the usual case; run outside the handler so no error is chained
+    else:
+        running = True
+    return _run_in_helper_thread(work) if running else asyncio.run(work)
 
 
 def _run_in_helper_thread(work: Coroutine[Any, Any, T]) -> T:
