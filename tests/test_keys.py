@@ -543,14 +543,14 @@ def test_very_deep_values_are_unkeyable_not_a_recursion_error() -> None:
         key(add, nested)
 
 
-def test_unkeyable_closure_value_is_state_keyed_by_its_type_only() -> None:
-    # A task closing over a client, lock or event stays cacheable: such values hold state,
-    # they are not inputs. Two tasks holding different locks therefore share keys (as two
-    # tasks reading different module globals would); a different type of state does not.
-    one, two = scaled_task(threading.Lock()), scaled_task(threading.Lock())
-    assert key(one, 1) == key(two, 1)
-    assert key(one, 1) != key(scaled_task(threading.Event()), 1)
-    assert explain(one, (1,), {}).closure["factor"] == "unkeyed _thread.lock"
+def test_unkeyable_closure_value_names_the_closure_variable() -> None:
+    # Two factory-made tasks closing over different objects must never share entries, and
+    # an object has no value to key: such a task's calls run uncached.
+    locked = scaled_task(threading.Lock())
+    with pytest.raises(UnkeyableError) as info:
+        key(locked, 1)
+    assert info.value.argument == "closure variable factor"
+    assert str(info.value).startswith("closure variable 'factor': factor is a _thread.lock")
 
 
 def test_arguments_that_do_not_bind_raise_a_plain_type_error() -> None:

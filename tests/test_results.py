@@ -176,7 +176,10 @@ async def test_when_the_leader_is_cancelled_a_follower_takes_over() -> None:
     runs: list[str] = []
     gate = asyncio.Event()
 
-    @task(cache_ttl=60)
+    def by_argument(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return f"slow:{args[0]}"  # the task closes over an Event, which has no default key
+
+    @task(cache_ttl=60, cache_key_fn=by_argument)
     async def slow(x: int) -> int:
         runs.append("start")
         await gate.wait()
@@ -704,3 +707,22 @@ async def test_runs_with_different_caches_do_not_share_flights() -> None:
         one.run_async(result_cache=MemoryResultCache()),
     )
     assert runs == [7, 7]
+
+
+def test_factory_tasks_closing_over_objects_run_uncached_never_share() -> None:
+    class Settings:
+        def __init__(self, rate: int) -> None:
+            self.rate = rate
+
+    def make(settings: Settings) -> Any:
+        @task(cache_ttl=600)
+        def price(x: int) -> int:
+            return x * settings.rate
+
+        return price
+
+    cheap, dear = make(Settings(2)), make(Settings(3))
+    with pytest.warns(CacheKeyWarning, match="closure variable 'settings'"):
+        assert cheap(10) == 20
+    with pytest.warns(CacheKeyWarning):
+        assert dear(10) == 30

@@ -6,8 +6,8 @@ The default key of a call is a SHA-256 digest over
 * the task's code fingerprint: its source text (``inspect.getsource``, decorators included),
   or, without source, a digest of its code object; plus the fingerprints of the values in
   its closure cells, so tasks a factory builds with different values get different keys
-  (a closure value that cannot be fingerprinted, such as a client, a lock or an event, is
-  state rather than an input: it counts by its type only),
+  (a closure value that cannot be fingerprinted, such as a client, a lock or an object,
+  makes the task's calls run uncached, with a warning naming the closure variable),
 * the task's ``persist`` option,
 * the name and :func:`fingerprint` of each bound argument, defaults applied, in signature
   order (so ``f(1)``, ``f(a=1)`` and ``f(1, 2)`` share a key when ``b`` defaults to 2).
@@ -946,12 +946,11 @@ class _FnInfo:
             except ValueError:  # a cell not assigned yet
                 self.closure[name] = _EMPTY_CELL
                 continue
-            try:
-                self.closure[name] = _argument_fingerprint(value, f"closure variable {name}", name)
-            except UnkeyableError:
-                # State the task holds (a client, a lock, an event) rather than a value that
-                # shapes its result: keyed by its type only, like a module global it reads.
-                self.closure[name] = f"unkeyed {type(value).__module__}.{type(value).__qualname__}"
+            # A value that cannot be keyed (a client, a lock, an object) may be what sets two
+            # factory-made tasks apart: never guessed at, it makes the task's calls uncached.
+            fp = self._read(f"closure variable {name}", name, value)
+            if fp:
+                self.closure[name] = fp
 
     def _plan_binding(self) -> None:
         """Binding by hand is exact when every parameter is positional-or-keyword."""
