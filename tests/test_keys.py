@@ -750,3 +750,14 @@ def test_remembered_key_is_the_default_key_or_nothing() -> None:
     assert remembered_key(fresh, (7,)) == computed
     assert remembered_key(fresh, (True,)) is None  # bools are never memoized (True == 1)
     assert remembered_key(fresh, (7, 2)) is None  # only single-argument calls take this path
+
+
+def test_a_default_changed_in_place_changes_the_key_for_every_call_form() -> None:
+    @task(cache_ttl=60)
+    def scale(x: int, opts: dict[str, int] = {"k": 1}) -> int:  # noqa: B006 - the point
+        return x * opts["k"]
+
+    before = key(scale, 5)
+    key(scale, 5)  # would be remembered, if the memo trusted a mutable default
+    scale.fn.__defaults__[0]["k"] = 7  # type: ignore[index]
+    assert key(scale, 5) == key(scale, x=5) != before

@@ -971,6 +971,13 @@ class _FnInfo:
             and self.kwdefaults is getattr(fn, "__kwdefaults__", None)
         )
 
+    def default_values(self) -> list[object]:
+        """The function's default argument values, positional and keyword-only."""
+        values = list(self.defaults) if isinstance(self.defaults, tuple) else []
+        if isinstance(self.kwdefaults, dict):
+            values.extend(self.kwdefaults.values())
+        return values
+
     def task_identity(self, task: TaskLike) -> str:
         name = task.name
         return self.identity if name == self.name else f"{self.identity} (task {name!r})"
@@ -1061,14 +1068,19 @@ class _Head:
     the key the digest would give, for a fraction of its cost.
     """
 
-    __slots__ = ("hasher", "info", "memo")
+    __slots__ = ("hasher", "info", "memo", "memo_ok")
 
     def __init__(self, info: _FnInfo, hasher: Any) -> None:
         self.info = info
         self.hasher = hasher
         self.memo: dict[tuple[Any, ...], str] = {}
+        # A default that can change in place (a dict, a list) would leave a memoized key
+        # behind its value: such a task computes every key.
+        self.memo_ok = all(map(_frozen, info.default_values()))
 
     def remember(self, args: tuple[Any, ...], key: str) -> None:
+        if not self.memo_ok:
+            return
         if len(self.memo) >= _MEMO_MAX:
             self.memo.clear()  # bounded memory; it refills with what is called now
         self.memo[args] = key
@@ -1077,6 +1089,18 @@ class _Head:
 def _memoizable(args: tuple[Any, ...]) -> bool:
     """True if ``args`` holds only small plain ints and strs (see :class:`_Head`)."""
     return all(map(_small, args))
+
+
+def _frozen(value: object) -> bool:
+    """A value that cannot change in place (tuples and frozensets of such included)."""
+    if type(value) in _FROZEN_ATOMS:
+        return True
+    if type(value) in (tuple, frozenset):
+        return all(map(_frozen, value))  # type: ignore[call-overload]
+    return False
+
+
+_FROZEN_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def _small(value: object) -> bool:
