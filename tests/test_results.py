@@ -726,3 +726,24 @@ def test_factory_tasks_closing_over_objects_run_uncached_never_share() -> None:
         assert cheap(10) == 20
     with pytest.warns(CacheKeyWarning):
         assert dear(10) == 30
+
+
+async def test_runs_with_different_artifact_stores_do_not_share_flights() -> None:
+    @task(cache_ttl=60, persist=True)
+    async def make(x: int) -> dict[str, int]:
+        await asyncio.sleep(0.05)
+        return {"x": x}
+
+    @task
+    def use(ref: ArtifactRef) -> int:
+        return int(get_store().get(ref)["x"])
+
+    @flow
+    def pipeline() -> int:
+        return use(make(1))
+
+    results = await asyncio.gather(
+        pipeline.run_async(artifact_store=MemoryArtifactStore()),
+        pipeline.run_async(artifact_store=MemoryArtifactStore()),
+    )
+    assert results == [1, 1]

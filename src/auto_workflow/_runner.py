@@ -93,8 +93,8 @@ class _Flight:
         self.error: TaskExecutionError | None = None
 
 
-_InFlight = dict[tuple[int, str], _Flight]
-"""Cached calls in flight, by (id of the result cache, key)."""
+_InFlight = dict[tuple[int, int, str], _Flight]
+"""Cached calls in flight, by (id of the result cache, id of the artifact store, key)."""
 
 _INFLIGHT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
 _INFLIGHT = weakref.WeakKeyDictionary()
@@ -105,7 +105,8 @@ def _inflight_table() -> _InFlight:
 
     Shared by every run on the loop: a flow's identical calls, flows run concurrently,
     ``asyncio.gather`` of direct ``run_async`` calls. Calls share a flight only when they
-    also share the result cache. A flight is removed when it lands, so the table stays
+    also share the result cache and the artifact store (a persisted result is a ref into
+    one store). A flight is removed when it lands, so the table stays
     small. Without a running loop (a runner made for inspection), a private table.
     """
     try:
@@ -168,7 +169,7 @@ class CallRunner:
         self._async = AsyncExecutor()
         self._observed = bool(plugins.middleware) or plugins.tracer is not None
         self._inflight = _inflight_table()
-        self._cache_id = id(plugins.cache)
+        self._cache_id, self._store_id = id(plugins.cache), id(plugins.store)
         self.call: Callable[
             [TaskLike, Any, tuple[Any, ...], dict[str, Any]], Awaitable[tuple[Any, int | str]]
         ] = self._call
@@ -253,7 +254,7 @@ class CallRunner:
             hit = self._lookup(task, key)
             if hit is not None:
                 return hit[0], "cache"
-            flight = self._inflight.get((self._cache_id, key))
+            flight = self._inflight.get((self._cache_id, self._store_id, key))
             if flight is None:
                 break
             self._count("dedup_joins", task)
@@ -269,7 +270,7 @@ class CallRunner:
         self, task: TaskLike, node: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int]:
         """Run a cached call that nobody else is running; identical calls wait for it."""
-        slot = (self._cache_id, key)
+        slot = (self._cache_id, self._store_id, key)
         flight = self._inflight[slot] = _Flight()
         try:
             value, attempts = await self._fresh(task, node, args, kwargs)
