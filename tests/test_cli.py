@@ -128,6 +128,11 @@ FLOWS = textwrap.dedent(
 
 
     @flow
+    def same_failure_twice():
+        return [bad2(1), bad2(1)]
+
+
+    @flow
     def summary():
         first = square(3)
         again = square.after(first)(3)
@@ -296,6 +301,16 @@ def test_aggregate_names_every_failed_task(work: Path) -> None:
     for part in ("(boom:0) failed after 3", "(bad2:1) failed after 1", "(boom:3) failed after 3"):
         assert part in last
     assert "1 downstream task(s) skipped" in last
+
+
+def test_two_identical_failures_are_counted_once_each(work: Path) -> None:
+    done = cli(work, "run", "flows.py:same_failure_twice", "--failure-policy", "aggregate")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert "2 tasks failed:" in last
+    assert "(bad2:0) failed" in last
+    assert "(bad2:1) failed" in last
+    assert last.count("failed after") == 2
 
 
 def test_continue_prints_the_result_with_errors_and_exits_1(work: Path) -> None:

@@ -368,20 +368,24 @@ def _with_node(text: str, task: str, node: str) -> str:
 
 
 def _failure_texts(errors: Sequence[BaseException], records: list[TaskRecord]) -> list[str]:
-    """One text per failed task (naming its node), then errors no task event reported."""
-    by_repr = {repr(e): e for e in errors}
+    """One text per failed task (naming its node), then errors no task event reported.
+
+    Events carry an error's ``repr``, so records and errors are paired by that text; equal
+    texts (one task failing the same way twice) pair off one by one.
+    """
+    unpaired: dict[str, list[BaseException]] = {}
+    for err in errors:
+        unpaired.setdefault(repr(err), []).append(err)
     texts: list[str] = []
-    reported: set[int] = set()
     for record in records:
         if record.status is not Status.FAILED:
             continue
-        err = by_repr.get(record.error or "")
-        if err is None:
+        same = unpaired.get(record.error or "")
+        if not same:
             texts.append(f"task {record.task!r} ({record.node}) failed: {record.error}")
             continue
-        reported.add(id(err))
-        texts.append(_with_node(_exc_text(err), record.task, record.node))
-    texts.extend(_exc_text(e) for e in errors if id(e) not in reported)
+        texts.append(_with_node(_exc_text(same.pop(0)), record.task, record.node))
+    texts.extend(_exc_text(err) for rest in unpaired.values() for err in rest)
     return texts
 
 
