@@ -483,7 +483,7 @@ def test_list_shows_the_flows_of_a_file_and_of_a_module(work: Path) -> None:
     lines = by_file.stdout.splitlines()
     assert lines[0].split() == ["flows.py:add", "Add", "one", "to", "x."]
     assert "flows.py:echo_params (flow 'param-echo')" in by_file.stdout
-    assert len(lines) == 12
+    assert len(lines) == 13
     assert by_module.stdout.splitlines()[0].startswith("flows:add ")
 
 
@@ -666,3 +666,41 @@ def test_main_returns_exit_codes_and_removes_its_log_handler(
     assert '"flow": "add"' in captured.out
     assert "file not found" in captured.err
     assert logging.getLogger("auto_workflow").handlers == handlers
+
+
+CHATTY = """
+print("module import print")
+from auto_workflow import flow, task
+
+@task
+def one() -> int:
+    print("task print")
+    return 1
+
+@flow
+def chatty():
+    print("building graph")
+    return one()
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "chatty.py:chatty"],
+        ["describe", "chatty.py:chatty"],
+        ["graph", "chatty.py:chatty", "--format", "json"],
+        ["graph", "chatty.py:chatty", "--format", "dot"],
+        ["list", "chatty.py"],
+    ],
+    ids=lambda c: " ".join(c[:1] + c[2:]),
+)
+def test_prints_from_user_code_never_reach_stdout(work: Path, command: list[str]) -> None:
+    (work / "chatty.py").write_text(CHATTY)
+    done = cli(work, *command)
+    assert done.returncode == 0, done.stderr
+    assert "print" not in done.stdout
+    assert "building graph" not in done.stdout
+    assert "module import print" in done.stderr
+    if command[0] in ("describe", "run") or command[-1] == "json":
+        json.loads(done.stdout)  # stdout is exactly the result

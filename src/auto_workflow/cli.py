@@ -37,6 +37,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -431,10 +432,33 @@ def _errors_in(value: Any) -> tuple[list[TaskExecutionError], bool]:
 # -- commands --------------------------------------------------------------------------------
 
 
+_results: ContextVar[list[str] | None] = ContextVar("auto_workflow_cli_results", default=None)
+
+
 def _emit(text: str) -> None:
-    """Write a command's result to stdout (and only there)."""
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
+    """Hand a command's result to :func:`main`, which alone writes to stdout."""
+    line = text if text.endswith("\n") else text + "\n"
+    results = _results.get()
+    if results is None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    else:
+        results.append(line)
+
+
+def _run_quietly(args: argparse.Namespace) -> int:
+    """Dispatch with stdout sent to stderr: whatever the user's modules, flow bodies or
+    tasks print while loading, building or running never mixes with the result.
+    Results are written to the real stdout afterwards."""
+    results: list[str] = []
+    token = _results.set(results)
+    try:
+        with stdout_to_stderr():
+            return _dispatch(args)
+    finally:
+        _results.reset(token)
+        sys.stdout.writelines(results)
+        sys.stdout.flush()
 
 
 def _error_as_json(value: object) -> object:
@@ -456,7 +480,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console = None if args.no_progress else rich_console()
     progress = RunProgress(flow_obj.name, log=console is None)
     try:
-        with stdout_to_stderr(), progress.watch(), live_display(progress, console):
+        with progress.watch(), live_display(progress, console):
             result = flow_obj.run(
                 params=args.params,
                 failure_policy=args.failure_policy,
@@ -600,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"invalid configuration: {exc}")
         return EXIT_USAGE
     try:
-        return _dispatch(args)
+        return _run_quietly(args)
     except KeyboardInterrupt:
         print("auto-workflow: interrupted; the run was cancelled", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
