@@ -317,7 +317,16 @@ class CallRunner:
             else:
                 cache.set(key, (value,))
         except SerializationError as exc:  # the value, not the backend, is at fault
-            logger.warning("task %r: result not cached: %s", task.name, exc)
+            kind = type(value)
+            why = exc.__cause__ if exc.__cause__ is not None else exc
+            logger.warning(
+                "task %r: result not cached: a %s.%s value cannot be stored (%s: %s)",
+                task.name,
+                kind.__module__,
+                kind.__qualname__,
+                type(why).__name__,
+                why,
+            )
             return
         except Exception:
             logger.exception("task %r: the result cache failed on set(); not cached", task.name)
