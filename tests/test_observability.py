@@ -85,7 +85,9 @@ def test_every_event_of_a_run_with_retry_failure_skip_and_cache_hit() -> None:
     (skipped,) = rec.named("task_skipped")
     assert (skipped["node"], skipped["upstream"], skipped["attempt"]) == ("after:2", "broken:1", 0)
     completed = rec.named("flow_completed")[0]
-    assert completed["status"] == "succeeded"  # continue: the run itself completed
+    assert completed["status"] == "failed"  # continue returned, but a task failed
+    assert completed["failed"] == 1
+    assert completed["error"] == "1 task(s) failed"
     assert completed["duration_ms"] >= 0
 
 

@@ -504,14 +504,18 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
     except BaseException as exc:
         if events:
             ms = (time.perf_counter() - start) * 1000
-            failed = {"status": "failed", "duration_ms": ms, "error": repr(exc)}
-            events.emit("flow_completed", {**payload, **failed})
+            ended = {"status": "failed", "duration_ms": ms, "error": repr(exc)}
+            events.emit("flow_completed", {**payload, **ended, "failed": len(runner.failures)})
         raise
     finally:
         _building.reset(token)
     if events:
         ms = (time.perf_counter() - start) * 1000
-        events.emit("flow_completed", {**payload, "status": "succeeded", "duration_ms": ms})
+        count = len(runner.failures)  # failure_policy="continue" returns despite failures
+        done: dict[str, Any] = {"status": "failed" if count else "succeeded", "failed": count}
+        if count:
+            done["error"] = f"{count} task(s) failed"
+        events.emit("flow_completed", {**payload, **done, "duration_ms": ms})
 
 
 @overload

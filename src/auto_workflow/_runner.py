@@ -575,6 +575,11 @@ class FlowRunner:
             raise AggregateTaskError(self._errors)
         return self.state
 
+    @property
+    def failures(self) -> list[TaskExecutionError]:
+        """The task failures so far (skipped tasks not counted)."""
+        return self._errors
+
     def output(self, value: Any) -> Any:
         """``value`` with every placeholder replaced by its node's result."""
         return resolve(value, self.state.results)

@@ -5,8 +5,9 @@ Emitted, with a payload dict holding ``flow`` and ``run_id`` and for task events
 
 * ``flow_started`` (``tasks``: how many task nodes the graph has when the run starts;
   ``nodes``: their ``(node id, task name)`` pairs in build order; dynamic fan-outs add more
-  while it runs), ``flow_completed`` (``status``
-  ``"succeeded"`` or ``"failed"``, ``duration_ms``, and ``error`` on failure);
+  while it runs), ``flow_completed`` (``status`` ``"succeeded"``, or ``"failed"`` when
+  the run raised or any task failed, also under ``failure_policy="continue"``; ``failed``:
+  how many tasks failed; ``duration_ms``; ``error`` when it failed);
 * ``task_started`` (``attempt`` 1), ``task_retry`` (the ``attempt`` that failed, ``error``);
 * ``task_succeeded`` (``attempt``: attempts used, 0 when reused; ``duration_ms``;
   ``cached``: whether the result came from the cache or an identical call in flight);
