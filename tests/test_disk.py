@@ -601,11 +601,26 @@ def test_misplaced_files_are_detected_by_their_stored_key(tmp_path: Path) -> Non
         store.get(ref_b)
 
 
-def test_unloadable_cache_value_is_a_warned_miss(tmp_path: Path) -> None:
+def test_unloadable_cache_value_is_a_warned_miss_and_kept(tmp_path: Path) -> None:
+    # Intact, but not loadable here (think: a module this process lacks). Another process
+    # may load it, so it stays.
     cache = FilesystemResultCache(tmp_path / "cache")
     cache.set("k", Unpicklable())
-    with pytest.warns(CorruptEntryWarning, match="could not be unpickled"):
+    with pytest.warns(CorruptEntryWarning, match="intact but its value cannot be unpickled"):
         assert cache.get("k", None) is None
+    assert len(cache) == 1
+
+
+def test_unloadable_artifact_is_a_serialization_error_not_a_missing_one(
+    tmp_path: Path,
+) -> None:
+    store = FilesystemArtifactStore(tmp_path / "art")
+    ref = store.put(Unpicklable())
+    with pytest.raises(SerializationError, match="stored intact") as info:
+        store.get(ref)
+    assert not isinstance(info.value, KeyError)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert store.exists(ref)
 
 
 class Unpicklable:

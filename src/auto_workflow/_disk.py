@@ -97,6 +97,11 @@ class _CorruptError(Exception):
     """An entry file failed validation; the message says how."""
 
 
+class _UnloadableError(Exception):
+    """An intact entry (its checksum holds) whose value cannot be unpickled in this process,
+    e.g. because the module defining its type is not importable here."""
+
+
 class _Header(NamedTuple):
     prefix: bytes
     kind: int
@@ -189,7 +194,7 @@ def _unpickle(payload: bytes) -> Any:
         return cloudpickle.loads(payload)
     except Exception as exc:  # unpickling runs arbitrary code, so anything can fail
         detail = f"{type(exc).__name__}: {exc}"
-        raise _CorruptError(f"the value could not be unpickled ({detail})") from exc
+        raise _UnloadableError(f"its value cannot be unpickled here ({detail})") from exc
 
 
 def _pickle(value: Any, where: str) -> bytes:
@@ -461,6 +466,9 @@ class FilesystemResultCache:
                 _remove_if_same(path, opened)
                 return None
             return _unpickle(entry.payload)
+        except _UnloadableError as exc:  # intact: another process may well load it
+            _warn_corrupt(f"cache entry {path} is intact but {exc}; treated as a miss", 4)
+            return None
         except (OSError, _CorruptError) as exc:
             _warn_corrupt(f"cache entry {path} is corrupt ({exc}); treated as a miss", 4)
             _remove_if_same(path, opened)
@@ -626,6 +634,8 @@ class FilesystemArtifactStore:
             ArtifactNotFoundError: (a ``KeyError``) ``ref`` belongs to another store, nothing
                 is stored under it, or the stored file is corrupt (then with a
                 :class:`CorruptEntryWarning`).
+            SerializationError: the file is intact but its value cannot be unpickled in
+                this process (say, the module defining its type is missing here).
         """
         path = self._path_of(ref)
         try:
@@ -634,6 +644,11 @@ class FilesystemArtifactStore:
             raise ArtifactNotFoundError(
                 f"no artifact {ref.key!r} in the filesystem artifact store at {self.path}"
             ) from None
+        except _UnloadableError as exc:
+            raise SerializationError(
+                f"artifact {ref.key!r} is stored intact in {path}, but {exc}; is the module "
+                "that defines its type importable in this process?"
+            ) from exc.__cause__
         except (OSError, _CorruptError) as exc:
             _warn_corrupt(f"artifact file {path} is corrupt ({exc})")
             raise ArtifactNotFoundError(
