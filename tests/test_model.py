@@ -115,3 +115,32 @@ def test_generator_functions_are_rejected() -> None:
 
     with pytest.raises(TypeError, match="generator"):
         task(gen)
+
+
+def test_a_timeout_on_a_plain_function_on_the_loop_is_rejected_when_decorated() -> None:
+    with pytest.raises(ValueError, match=r"task 'blocking': a timeout cannot stop a plain"):
+
+        @task(timeout=1)
+        def blocking() -> None: ...
+
+    assert task(timeout=1, run_in="thread")(sample).options.timeout == 1
+
+    async def fine() -> None: ...
+
+    assert task(timeout=1)(fine).options.timeout == 1
+    with pytest.raises(ValueError, match="run_in='thread'"):
+        task(sample).with_options(timeout=2)
+
+
+def test_with_options_validates_like_the_decorator() -> None:
+    base = task(sample)
+    with pytest.raises(TypeError, match="tags"):
+        base.with_options(tags="etl")
+    with pytest.raises(TypeError, match=r"task 'sample': with_options\(\) got unknown option"):
+        base.with_options(retry_count=1)
+    assert base.with_options(tags=None).options.tags == frozenset()
+
+
+def test_an_empty_task_name_is_rejected_not_replaced() -> None:
+    with pytest.raises(TypeError, match="task name must be a non-empty string"):
+        task(name="")(sample)

@@ -183,10 +183,21 @@ class TaskDefinition(Generic[P, R]):
         return call
 
     def with_options(self, **changes: Any) -> TaskDefinition[P, R]:
-        """A copy of this task with some options changed (validated like ``@task``)."""
-        if "tags" in changes and changes["tags"] is not None:
-            changes["tags"] = frozenset(changes["tags"])
-        return TaskDefinition(self.fn, replace(self.options, **changes))
+        """A copy of this task with some options changed (validated like ``@task``).
+
+        Raises:
+            TypeError, ValueError: an unknown option, or a wrong type or value.
+        """
+        unknown = set(changes) - _TASK_OPTIONS
+        if unknown:
+            allowed = ", ".join(sorted(_TASK_OPTIONS))
+            raise TypeError(
+                f"task {self.name!r}: with_options() got unknown option(s) {sorted(unknown)}; "
+                f"valid: {allowed}"
+            )
+        if changes.get("tags", ()) is None:
+            changes["tags"] = frozenset()
+        return _checked(TaskDefinition(self.fn, replace(self.options, **changes)))
 
 
 class _TaskDecorator:
@@ -210,12 +221,26 @@ def _make_task(fn: Callable[..., Any], options: dict[str, Any]) -> TaskDefinitio
         raise TypeError(f"@task applied twice to {fn.name!r}")
     if not callable(fn):
         raise TypeError(f"@task must decorate a function; got {type(fn).__name__}")
-    name = options.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
+    name = options["name"] if "name" in options else None
+    if name is None:
+        name = getattr(fn, "__name__", None) or type(fn).__name__
     tags = options.get("tags")
     opts = {**options, "name": name, "tags": frozenset() if tags is None else tags}
     if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
         raise TypeError(f"task {name!r}: generator functions cannot be tasks; return a list")
-    return TaskDefinition(fn, TaskOptions(**opts))
+    return _checked(TaskDefinition(fn, TaskOptions(**opts)))
+
+
+def _checked(task_def: TaskDefinition[P, R]) -> TaskDefinition[P, R]:
+    """Reject option combinations that depend on the function, not just on the options."""
+    opts = task_def.options
+    if opts.timeout is not None and opts.run_in is RunIn.ASYNC and not task_def.is_async:
+        raise ValueError(
+            f"task {task_def.name!r}: a timeout cannot stop a plain function running on the "
+            "event loop (it blocks the loop until it returns); make it async, or use "
+            "run_in='thread' or run_in='process'"
+        )
+    return task_def
 
 
 @overload
