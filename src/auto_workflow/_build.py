@@ -221,7 +221,7 @@ def _make_task(fn: Callable[..., Any], options: dict[str, Any]) -> TaskDefinitio
         raise TypeError(f"@task applied twice to {fn.name!r}")
     if not callable(fn):
         raise TypeError(f"@task must decorate a function; got {type(fn).__name__}")
-    name = options["name"] if "name" in options else None
+    name = options.get("name")
     if name is None:
         name = getattr(fn, "__name__", None) or type(fn).__name__
     tags = options.get("tags")
