@@ -220,3 +220,19 @@ def test_mermaid_labels_cannot_break_out_of_their_quotes() -> None:
     g.add(weird, (), {})
     line = g.to_mermaid().splitlines()[1]
     assert line == '    n0["say #quot;hi#quot; #lt;b#gt;#35;1#lt;/b#gt;:0"]'
+
+
+def test_comparing_a_placeholder_with_a_value_is_misuse_but_placeholders_hash() -> None:
+    g = Graph("cmp")
+    a = g.add(A, (), {})
+    b = g.add(B, (), {})
+    with pytest.raises(PlaceholderMisuseError, match=r"compare \(==\)"):
+        _ = a == []
+    with pytest.raises(PlaceholderMisuseError, match=r"compare \(!=\)"):
+        _ = a != 0
+    assert a == a
+    assert a != b
+    assert len({a, b, a}) == 2  # sets of placeholders (a dependency form) still work
+    with pytest.raises(AttributeError, match="cannot access attribute 'rows' of the result"):
+        _ = a.rows
+    assert not hasattr(a, "__array__")  # protocol probes get a plain "no"

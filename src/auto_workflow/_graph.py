@@ -339,6 +339,29 @@ class Placeholder:
 
     __le__ = __gt__ = __ge__ = __lt__
 
+    def __eq__(self, other: object) -> bool:
+        # Two placeholders compare by identity, so sets and dicts of them keep working;
+        # comparing one with a value would silently be False and pick the wrong branch.
+        if isinstance(other, Placeholder):
+            return self is other
+        raise self._misuse("compare (==)")
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Placeholder):
+            return self is not other
+        raise self._misuse("compare (!=)")
+
+    __hash__ = object.__hash__
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # private names and protocol probes (copy, pickle...)
+            raise AttributeError(name)
+        raise AttributeError(
+            f"cannot access attribute {name!r} of the result of {self.node_id} while the "
+            "flow is being built: task results exist only when the flow runs. Pass it to "
+            "another @task, which receives the real value and can read the attribute."
+        )
+
     def __await__(self) -> Any:
         raise self._misuse("await")
 
