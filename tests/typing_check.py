@@ -5,6 +5,22 @@ from __future__ import annotations
 from typing import assert_type
 
 from auto_workflow import TaskDefinition, fan_out, task
+from auto_workflow.artifacts import ArtifactRef, get_store
+
+
+@task(persist=True)
+def build_report(n: int) -> dict[str, list[int]]:
+    return {"rows": list(range(n))}
+
+
+@task(persist=True, cache_ttl=60)
+async def build_async(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def count_rows(ref: ArtifactRef) -> int:
+    return len(get_store().get(ref)["rows"])
 
 
 @task
@@ -24,6 +40,9 @@ def check() -> None:
     assert_type(add.with_options(priority=3)(1, 2), int)
     plain: TaskDefinition[[int, int], int] = add
     assert_type(plain(3, 4), int)
+    assert_type(build_report(3), ArtifactRef)  # persist=True: the task returns a ref
+    assert_type(build_async(3), ArtifactRef)
+    assert_type(count_rows(build_report(3)), int)
 
 
 async def check_async() -> None:

@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from auto_workflow._config import get_config
 from auto_workflow._context import RunContext, use_context
 from auto_workflow._graph import Graph, Group, Placeholder, iter_placeholders
 from auto_workflow._keys import CacheKeyReport, explain
-from auto_workflow._model import FailurePolicy, RunIn, TaskOptions
+from auto_workflow._model import ArtifactRef, FailurePolicy, RunIn, TaskOptions
 from auto_workflow._plugins import (
     DEFAULTS,
     ArtifactStore,
@@ -216,6 +216,21 @@ class _TaskDecorator:
         return _make_task(fn, self._options)
 
 
+class _PersistingTaskDecorator(_TaskDecorator):
+    """What ``@task(persist=True, ...)`` returns: its tasks return an ``ArtifactRef``."""
+
+    @overload  # type: ignore[override]
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, Any]]
+    ) -> TaskDefinition[P, ArtifactRef]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, Any]) -> TaskDefinition[P, ArtifactRef]: ...
+
+    def __call__(self, fn: Callable[..., Any]) -> TaskDefinition[Any, Any]:
+        return _make_task(fn, self._options)
+
+
 def _make_task(fn: Callable[..., Any], options: dict[str, Any]) -> TaskDefinition[Any, Any]:
     if isinstance(fn, TaskDefinition):
         raise TypeError(f"@task applied twice to {fn.name!r}")
@@ -249,6 +264,24 @@ def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskDefinition[P, R]: ..
 
 @overload
 def task(fn: Callable[P, R], /) -> TaskDefinition[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    persist: Literal[True],
+    name: str | None = None,
+    retries: int = 0,
+    retry_backoff: float = 0.0,
+    retry_jitter: float = 0.0,
+    timeout: float | None = None,
+    cache_ttl: int | None = None,
+    cache_key_fn: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
+    | None = None,
+    run_in: str | RunIn = RunIn.ASYNC,
+    priority: int = 0,
+    tags: Iterable[str] | None = None,
+) -> _PersistingTaskDecorator: ...
 
 
 @overload
@@ -298,6 +331,8 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         raise TypeError(f"@task got unknown option(s) {sorted(unknown)}; valid: {allowed}")
     if fn is None:
         _check_options_early(options)
+        if options.get("persist") is True:
+            return _PersistingTaskDecorator(options)
         return _TaskDecorator(options)
     return _make_task(fn, options)
 
