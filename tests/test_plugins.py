@@ -280,3 +280,69 @@ def test_in_memory_histograms_keep_recent_samples_and_count_all() -> None:
     assert metrics.observations["task_duration_ms"] == 5
     with pytest.raises(ValueError, match="max_samples"):
         InMemoryMetrics(max_samples=0)
+
+
+def test_plugin_setters_reject_classes_and_wrong_shapes_by_name() -> None:
+    import contextlib as cl
+
+    from auto_workflow.artifacts import MemoryArtifactStore, set_store
+    from auto_workflow.cache import MemoryResultCache, set_result_cache
+
+    with pytest.raises(TypeError, match=r"got the class MemoryResultCache \(call it"):
+        set_result_cache(MemoryResultCache)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got the class MemoryArtifactStore"):
+        set_store(MemoryArtifactStore)  # type: ignore[arg-type]
+
+    class SyncSpans:
+        @cl.contextmanager
+        def span(self, name: str, **attrs: Any) -> Any:
+            yield
+
+    with pytest.raises(TypeError, match="must return an async context manager"):
+        set_tracer(SyncSpans())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"has no observe"):
+        set_metrics_provider(type("OnlyInc", (), {"inc": lambda self, *a, **k: None})())
+    set_metrics_provider(None)  # back to a fresh in-memory provider
+    with pytest.raises(ValueError, match="max_entries must be a positive int"):
+        MemoryResultCache(0)
+    with pytest.raises(ValueError, match="max_entries"):
+        MemoryResultCache("5")  # type: ignore[arg-type]
+
+
+def test_store_and_event_misuse_names_what_was_expected(tmp_path: Any) -> None:
+    from auto_workflow.artifacts import FilesystemArtifactStore
+    from auto_workflow.cache import FilesystemResultCache
+
+    store = FilesystemArtifactStore(tmp_path / "art")
+    with pytest.raises(TypeError, match="expected an ArtifactRef"):
+        store.get("abc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="serializer must be one of"):
+        FilesystemArtifactStore(tmp_path, serializer=["json"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="path must be a non-empty str"):
+        FilesystemResultCache(None)  # type: ignore[arg-type]
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="is a file; the store needs a directory"):
+        FilesystemResultCache(tmp_path / "a_file")
+    with pytest.raises(ValueError, match="unknown event"):
+        subscribe(["task_started"], lambda n, p: None)  # type: ignore[arg-type]
+
+
+def test_persist_failure_reports_the_attempts_that_ran() -> None:
+    from auto_workflow.artifacts import set_store
+
+    class Full:
+        def put(self, value: Any) -> Any:
+            raise OSError("disk full")
+
+        def get(self, ref: Any) -> Any:
+            raise KeyError(ref)
+
+    set_store(Full())
+
+    @task(persist=True, retries=3)
+    def once() -> int:
+        return 1
+
+    with pytest.raises(TaskExecutionError, match="could not be persisted") as info:
+        once()
+    assert info.value.attempts == 1

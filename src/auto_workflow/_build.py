@@ -157,7 +157,12 @@ class TaskDefinition(Generic[P, R]):
         and the reason for each argument that cannot be keyed. ``a.diff(b)`` lists why two
         calls do not share a key.
         """
-        return explain(self, args, kwargs)
+        try:
+            return explain(self, args, kwargs)
+        except TypeError as exc:
+            if type(exc) is not TypeError:  # a cache_key_fn's own TypeError subclass
+                raise
+            raise TypeError(f"task {self.name!r}: {exc}") from None
 
     def after(self, *upstream: Any) -> Callable[P, R]:
         """Order this call after ``upstream`` task results without passing their data.

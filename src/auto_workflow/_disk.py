@@ -224,10 +224,14 @@ def _warn_corrupt(message: str, stacklevel: int = 3) -> None:
 
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
-    raw = os.fspath(path)
+    """``path`` made absolute; it must not be an existing file (it is to be a directory)."""
+    raw = os.fspath(path) if isinstance(path, str | os.PathLike) else None
     if not isinstance(raw, str) or not raw:
         raise TypeError(f"path must be a non-empty str or os.PathLike[str]; got {path!r}")
-    return Path(os.path.abspath(raw))
+    absolute = Path(os.path.abspath(raw))
+    if absolute.exists() and not absolute.is_dir():
+        raise ValueError(f"path {str(absolute)!r} is a file; the store needs a directory there")
+    return absolute
 
 
 @contextlib.contextmanager
@@ -587,7 +591,7 @@ class FilesystemArtifactStore:
         self._configure(path, serializer)
 
     def _configure(self, path: str | os.PathLike[str], serializer: str) -> None:
-        if serializer not in _CODECS:
+        if not isinstance(serializer, str) or serializer not in _CODECS:
             allowed = ", ".join(repr(name) for name in _CODECS)
             raise ValueError(f"serializer must be one of {allowed}; got {serializer!r}")
         self.path = _absolute(path)
@@ -700,6 +704,11 @@ class FilesystemArtifactStore:
 
     def _path_of(self, ref: ArtifactRef) -> str:
         """The file for ``ref``, after checking the ref again: it may have been crafted."""
+        if not isinstance(ref, ArtifactRef):
+            raise TypeError(
+                f"expected an ArtifactRef (what a persist=True task returns); got "
+                f"{type(ref).__name__} {ref!r}"
+            )
         key = check_artifact_key(getattr(ref, "key", None))
         store = getattr(ref, "store", None)
         if store != self.name:

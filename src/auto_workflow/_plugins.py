@@ -78,6 +78,11 @@ class MemoryResultCache:
     _SWEEP_EVERY = 1024
 
     def __init__(self, max_entries: int | None = None, clock: Callable[[], float] = time.time):
+        bad = isinstance(max_entries, bool) or not isinstance(max_entries, int | None)
+        if bad or (max_entries is not None and max_entries < 1):
+            raise ValueError(
+                f"max_entries must be a positive int, or None for no bound; got {max_entries!r}"
+            )
         self._entries: OrderedDict[str, tuple[float, float, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
@@ -436,6 +441,11 @@ class Defaults:
 
 
 def _check_methods(obj: object, what: str, methods: dict[str, str]) -> None:
+    if isinstance(obj, type):
+        raise TypeError(
+            f"{what} must be an instance; got the class {obj.__name__} (call it: "
+            f"{obj.__name__}(...))"
+        )
     for method, signature in methods.items():
         if not callable(getattr(obj, method, None)):
             wanted = " and ".join(methods.values())
@@ -448,6 +458,29 @@ def check_cache(cache: object, what: str = "a result cache") -> ResultCache:
     """``cache`` if it has the ResultCache methods, else a TypeError naming ``what``."""
     _check_methods(cache, what, {"get": "get(key, ttl)", "set": "set(key, value)"})
     return cache  # type: ignore[return-value]
+
+
+def check_tracer(tracer: object, what: str = "a tracer") -> Tracer:
+    """``tracer`` if its ``span(name, **attrs)`` gives an async context manager."""
+    _check_methods(tracer, what, {"span": "span(name, **attrs)"})
+    probe = tracer.span("probe")  # type: ignore[attr-defined]
+    if not (hasattr(probe, "__aenter__") and hasattr(probe, "__aexit__")):
+        raise TypeError(
+            f"{what}: span(name, **attrs) must return an async context manager (use "
+            f"contextlib.asynccontextmanager); {type(tracer).__name__}.span returned "
+            f"{type(probe).__name__}"
+        )
+    return tracer  # type: ignore[return-value]
+
+
+def check_metrics(provider: object, what: str = "a metrics provider") -> MetricsProvider:
+    """``provider`` if it has the MetricsProvider methods, else a TypeError naming ``what``."""
+    _check_methods(
+        provider,
+        what,
+        {"inc": "inc(name, value, **labels)", "observe": "observe(name, value, **labels)"},
+    )
+    return provider  # type: ignore[return-value]
 
 
 def check_store(store: object, what: str = "an artifact store") -> ArtifactStore:

@@ -244,7 +244,9 @@ class CallRunner:
         opts = task.options
         if not opts.cache_ttl:  # None: not cached; 0: never hits (inlined _fresh: hot path)
             outcome = await self._attempts(task, node, args, kwargs)
-            return (self._persist(task, outcome[0]), outcome[1]) if opts.persist else outcome
+            if opts.persist:
+                return self._persist(task, outcome[0], outcome[1]), outcome[1]
+            return outcome
         key = None if kwargs or opts.cache_key_fn else remembered_key(task, args)
         if key is None:
             key = self._cache_key(task, args, kwargs)
@@ -288,7 +290,7 @@ class CallRunner:
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int]:
         value, attempts = await self._attempts(task, node, args, kwargs)
-        return (self._persist(task, value) if task.options.persist else value), attempts
+        return (self._persist(task, value, attempts) if task.options.persist else value), attempts
 
     def _lookup(self, task: TaskLike, key: str) -> tuple[Any] | None:
         """The cached 1-tuple for ``key`` if there is a valid one; a failing backend misses."""
@@ -369,14 +371,14 @@ class CallRunner:
             raise TaskExecutionError(task.name, err, 0)
         return key
 
-    def _persist(self, task: TaskLike, value: Any) -> Any:
+    def _persist(self, task: TaskLike, value: Any, attempts: int) -> Any:
         try:
             return self.plugins.store.put(value)
         except Exception as exc:
             raise TaskExecutionError(
                 task.name,
                 exc,
-                task.options.retries + 1,
+                attempts,
                 message=f"task {task.name!r}: its result could not be persisted: {exc}",
             ) from exc
 

@@ -54,7 +54,7 @@ def subscribe(name: str, callback: Callable[[str, dict[str, Any]], Any]) -> Call
             never fire).
         TypeError: ``callback`` is not callable.
     """
-    if name not in EVENT_NAMES:
+    if not isinstance(name, str) or name not in EVENT_NAMES:
         known = ", ".join(sorted(EVENT_NAMES))
         raise ValueError(f"unknown event {name!r}; events are: {known}")
     return DEFAULTS.events.subscribe(name, callback)

@@ -7,17 +7,18 @@ The in-memory default records ``tasks_succeeded``, ``tasks_failed``, ``task_retr
 
 from __future__ import annotations
 
-from auto_workflow._plugins import DEFAULTS, InMemoryMetrics, MetricsProvider
+from auto_workflow._plugins import DEFAULTS, InMemoryMetrics, MetricsProvider, check_metrics
 
 __all__ = ["InMemoryMetrics", "MetricsProvider", "get_metrics_provider", "set_metrics_provider"]
 
 
-def set_metrics_provider(provider: MetricsProvider) -> None:
-    """Make ``provider`` the default for new runs."""
-    for method in ("inc", "observe"):
-        if not callable(getattr(provider, method, None)):
-            raise TypeError(f"a metrics provider needs an {method}() method")
-    DEFAULTS.metrics = provider
+def set_metrics_provider(provider: MetricsProvider | None) -> None:
+    """Make ``provider`` the default for new runs (``None``: a fresh in-memory one).
+
+    Raises:
+        TypeError: ``provider`` is a class, or lacks ``inc`` or ``observe``.
+    """
+    DEFAULTS.metrics = InMemoryMetrics() if provider is None else check_metrics(provider)
 
 
 def get_metrics_provider() -> MetricsProvider:

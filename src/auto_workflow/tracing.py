@@ -6,15 +6,20 @@ Spans: ``flow:<flow name>`` (attribute ``run_id``) around a run, and ``task:<tas
 
 from __future__ import annotations
 
-from auto_workflow._plugins import DEFAULTS, NullTracer, Tracer
+from auto_workflow._plugins import DEFAULTS, NullTracer, Tracer, check_tracer
 
 __all__ = ["NullTracer", "Tracer", "get_tracer", "set_tracer"]
 
 
 def set_tracer(tracer: Tracer | None) -> None:
-    """Make ``tracer`` the default for new runs (``None`` restores the no-op tracer)."""
-    if tracer is not None and not callable(getattr(tracer, "span", None)):
-        raise TypeError("a tracer needs a span(name, **attrs) method")
+    """Make ``tracer`` the default for new runs (``None`` restores the no-op tracer).
+
+    Raises:
+        TypeError: ``tracer`` is a class, or its ``span`` is missing or does not return an
+            async context manager.
+    """
+    if tracer is not None:
+        check_tracer(tracer)
     DEFAULTS.tracer = tracer if tracer is not None else NullTracer()
 
 
