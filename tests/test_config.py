@@ -102,3 +102,12 @@ def test_public_module_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     finally:
         monkeypatch.delenv("AUTO_WORKFLOW_MAX_DYNAMIC_TASKS")
         config.reload_config()
+
+
+def test_a_misspelt_environment_variable_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"AUTO_WORKFLOW_RESULT_CACH; did you mean .*_RESULT_CACHE\?"
+    ):
+        load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_RESULT_CACH": "filesystem"})
+    quiet = {"AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS": "1", "OTHER_TOOL_X": "y"}
+    assert load_config(cwd=tmp_path, environ=quiet) == Config()

@@ -9,6 +9,7 @@ allowed; the loaded :class:`Config` is immutable and shared until :func:`reload_
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 import tomllib
@@ -145,11 +146,28 @@ def load_config(*, cwd: Path | None = None, environ: Mapping[str, str] | None = 
                 raise ValueError(f"unknown config key {key!r} in {source}; known keys: {known}")
             values[key] = _VALIDATORS[key](key, value, source)
     env = os.environ if environ is None else environ
+    _reject_unknown_variables(env)
     for key, check in _VALIDATORS.items():
         name = _ENV_PREFIX + key.upper()
         if name in env:
             values[key] = check(key, env[name], f"environment variable {name}")
     return Config(**values)
+
+
+_OTHER_VARIABLES = frozenset({"AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS"})
+"""Variables of ours that are not configuration keys (read by the command line)."""
+
+
+def _reject_unknown_variables(env: Mapping[str, str]) -> None:
+    """A misspelt ``AUTO_WORKFLOW_*`` variable would be ignored silently: refuse it."""
+    known = {_ENV_PREFIX + key.upper() for key in _VALIDATORS} | _OTHER_VARIABLES
+    for name in env:
+        if name.startswith(_ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(
+                f"unknown environment variable {name}{hint} Known: {', '.join(sorted(known))}"
+            )
 
 
 _lock = threading.Lock()
