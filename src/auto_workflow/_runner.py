@@ -169,6 +169,7 @@ class CallRunner:
         self._async = AsyncExecutor()
         self._observed = bool(plugins.middleware) or plugins.tracer is not None
         self._inflight = _inflight_table()
+        self._cache_failed = False
         self._cache_id, self._store_id = id(plugins.cache), id(plugins.store)
         self.call: Callable[
             [TaskLike, Any, tuple[Any, ...], dict[str, Any]], Awaitable[tuple[Any, int | str]]
@@ -296,8 +297,8 @@ class CallRunner:
         """The cached 1-tuple for ``key`` if there is a valid one; a failing backend misses."""
         try:
             hit = self.plugins.cache.get(key, task.options.cache_ttl)
-        except Exception:
-            logger.exception("task %r: the result cache failed on get(); a miss", task.name)
+        except Exception as exc:
+            self._cache_trouble("get", task, exc)
             return None
         if hit.__class__ is not tuple or len(hit) != 1:
             if hit is not None:
@@ -330,10 +331,26 @@ class CallRunner:
                 why,
             )
             return
-        except Exception:
-            logger.exception("task %r: the result cache failed on set(); not cached", task.name)
+        except Exception as exc:
+            self._cache_trouble("set", task, exc)
             return
         self._count("cache_sets", task)
+
+    def _cache_trouble(self, method: str, task: TaskLike, exc: Exception) -> None:
+        """Log a failing cache backend: with its traceback once per run, then briefly.
+
+        A broken cache (a read-only directory, say) fails every call the same way; the run
+        goes on uncached, and its log should not drown in identical tracebacks.
+        """
+        message = "task %r: the result cache failed on %s() (%s: %s); going on uncached"
+        args = (task.name, method, type(exc).__name__, exc)
+        if self._cache_failed:
+            logger.debug(message, *args)
+        else:
+            self._cache_failed = True
+            logger.warning(
+                message + "; later failures in this run are logged at DEBUG", *args, exc_info=exc
+            )
 
     def _artifact_exists(self, value: ArtifactRef) -> bool:
         """A cached ArtifactRef is only a hit while its artifact still exists."""
