@@ -297,7 +297,7 @@ class CallRunner:
         """The cached 1-tuple for ``key`` if there is a valid one; a failing backend misses."""
         try:
             hit = self.plugins.cache.get(key, task.options.cache_ttl)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a plugin boundary: logged, then a miss
             self._cache_trouble("get", task, exc)
             return None
         if hit.__class__ is not tuple or len(hit) != 1:
@@ -331,7 +331,7 @@ class CallRunner:
                 why,
             )
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a plugin boundary: logged, not cached
             self._cache_trouble("set", task, exc)
             return
         self._count("cache_sets", task)
