@@ -535,3 +535,31 @@ def test_params_must_be_a_mapping() -> None:
 
     with pytest.raises(TypeError, match="params must be a mapping"):
         f.run(params=[("a", 1)])  # type: ignore[arg-type]
+
+
+def test_fan_out_over_text_is_refused_with_what_to_write_instead() -> None:
+    @task
+    def shout(s: str) -> str:
+        return s.upper()
+
+    @task
+    def word() -> str:
+        return "abc"
+
+    with pytest.raises(TypeError, match=r"one call per character; pass \[value\]"):
+        fan_out(shout, "abc")
+
+    @flow
+    def concrete() -> Any:
+        return fan_out(shout, "abc")
+
+    with pytest.raises(TypeError, match="one call per character"):
+        concrete.run()
+
+    @flow
+    def dynamic() -> Any:
+        return fan_out(shout, word())
+
+    with pytest.raises(TaskExecutionError, match="one call per character"):
+        dynamic.run()
+    assert fan_out(shout, ["abc"]) == ["ABC"]

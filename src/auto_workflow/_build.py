@@ -37,6 +37,7 @@ from auto_workflow._plugins import (
 )
 from auto_workflow._runner import (
     DEFAULT_THREAD_WORKERS,
+    text_fan_out_hint,
     CallRunner,
     FlowRunner,
     call_with_events,
@@ -642,6 +643,8 @@ def fan_out(
 
 
 def _require_iterable(task_def: TaskDefinition[Any, Any], iterable: object) -> None:
+    if isinstance(iterable, str | bytes | bytearray):
+        raise TypeError(f"fan_out({task_def.name}, ...): {text_fan_out_hint(iterable)}")
     try:
         iter(iterable)  # type: ignore[call-overload]
     except TypeError:

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from auto_workflow._plugins import Plugins
 
 
-__all__ = ["CallRunner", "FlowRunner", "call_with_events", "new_run_id"]
+__all__ = ["CallRunner", "FlowRunner", "call_with_events", "new_run_id", "text_fan_out_hint"]
 
 logger = logging.getLogger(__name__)
 
@@ -751,9 +751,20 @@ def _skip_error(skipped: Node, failed: Node, err: TaskExecutionError) -> Upstrea
     )
 
 
+def text_fan_out_hint(value: str | bytes | bytearray) -> str:
+    """Why a fan-out over text is refused, and what to write instead."""
+    kind = type(value).__name__
+    return (
+        f"the source is a {kind}, and mapping over it would make one call per character; "
+        f"pass [value] for a single call, or list(value) if you do mean each character"
+    )
+
+
 def _items_of(node: Node, source: Any, limit: int) -> list[Any]:
     """The elements a dynamic fan-out maps over, or a TaskExecutionError for the barrier."""
     name = node.display_name
+    if isinstance(source, str | bytes | bytearray):
+        raise TaskExecutionError(name, TypeError(f"{name}: {text_fan_out_hint(source)}"), 1)
     try:
         items = list(source)
     except TypeError as exc:
