@@ -37,11 +37,11 @@ from auto_workflow._plugins import (
 )
 from auto_workflow._runner import (
     DEFAULT_THREAD_WORKERS,
-    text_fan_out_hint,
     CallRunner,
     FlowRunner,
     call_with_events,
     new_run_id,
+    text_fan_out_hint,
 )
 from auto_workflow.exceptions import PlaceholderMisuseError
 
