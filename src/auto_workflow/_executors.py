@@ -329,8 +329,9 @@ class ThreadExecutor:
             self._replace_abandoned_locked()
         _count_abandoned()
         logger.warning(
-            "task %r was cancelled while running in thread %r; a thread cannot be stopped, "
-            "so the call is abandoned and its thread exits when it returns",
+            "task %r was stopped (it timed out or its run was cancelled) while running in "
+            "thread %r; a thread cannot be stopped, so the call is abandoned and its thread "
+            "exits when it returns",
             job.call.task_name,
             thread.name if thread is not None else "?",
         )
