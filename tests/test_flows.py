@@ -563,3 +563,33 @@ def test_fan_out_over_text_is_refused_with_what_to_write_instead() -> None:
     with pytest.raises(TaskExecutionError, match="one call per character"):
         dynamic.run()
     assert fan_out(shout, ["abc"]) == ["ABC"]
+
+
+def test_a_call_that_does_not_fit_the_task_fails_the_build_naming_the_task() -> None:
+    @task(retries=3)
+    def pair(a: int, b: int) -> int:
+        return a + b
+
+    @task
+    def two_needed(a: int, b: int) -> int:
+        return a - b
+
+    @flow
+    def wrong_count() -> Any:
+        return pair(1)
+
+    @flow
+    def wrong_name() -> Any:
+        return pair(1, 2, c=3)
+
+    @flow
+    def wrong_fan_out() -> Any:
+        return fan_out(two_needed, [1, 2])
+
+    for bad, detail in ((wrong_count, "missing a required argument: 'b'"), (wrong_name, "unexpected keyword argument 'c'")):
+        with pytest.raises(TypeError, match=r"task 'pair' called with arguments that do not fit"):
+            bad.describe()
+        with pytest.raises(TypeError, match=detail):
+            bad.run()
+    with pytest.raises(TypeError, match="task 'two_needed'"):
+        wrong_fan_out.run()

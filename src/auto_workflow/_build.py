@@ -115,6 +115,24 @@ class TaskDefinition(Generic[P, R]):
         self.options = options
         self.name = options.name
         self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature, self._arity = _call_shape(fn)
+
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise now, naming the task, if ``args`` and ``kwargs`` do not fit its signature.
+
+        Used while a flow is built, so a wrong call fails the build instead of the run.
+        """
+        arity = self._arity
+        if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
+            return  # the common case, without binding
+        if self._signature is None:
+            return  # no signature to check against; the call itself will tell
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"task {self.name!r} called with arguments that do not fit: {exc}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"<TaskDefinition {self.name!r} run_in={self.options.run_in.value!r}>"
@@ -126,6 +144,9 @@ class TaskDefinition(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         graph = _building.get()
         if graph is not None:
+            arity = self._arity  # the common case inline: it runs once per node built
+            if kwargs or arity is None or not arity[0] <= len(args) <= arity[1]:
+                self.check_call(args, kwargs)
             return cast(R, graph.add(self, args, kwargs))
         return _run_sync(self.run_async(*args, **kwargs))
 
@@ -204,6 +225,20 @@ class TaskDefinition(Generic[P, R]):
         if changes.get("tags", ()) is None:
             changes["tags"] = frozenset()
         return _checked(TaskDefinition(self.fn, replace(self.options, **changes)))
+
+
+def _call_shape(fn: Callable[..., Any]) -> tuple[inspect.Signature | None, tuple[int, int] | None]:
+    """``fn``'s signature, and (fewest, most) positional arguments when that says it all."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None, None
+    params = signature.parameters.values()
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not all(p.kind in plain for p in params):
+        return signature, None
+    required = sum(p.default is inspect.Parameter.empty for p in params)
+    return signature, (required, len(signature.parameters))
 
 
 class _TaskDecorator:
@@ -635,6 +670,7 @@ def fan_out(
     graph = _building.get()
     if graph is None:
         return _fan_out_now(task_def, iterable, limit)
+    task_def.check_call((None,), {})  # each call gets one element
     if isinstance(iterable, Placeholder):
         return cast(list[R], graph.add_barrier(task_def, iterable, limit))
     _require_iterable(task_def, iterable)
