@@ -586,7 +586,10 @@ def test_a_call_that_does_not_fit_the_task_fails_the_build_naming_the_task() -> 
     def wrong_fan_out() -> Any:
         return fan_out(two_needed, [1, 2])
 
-    for bad, detail in ((wrong_count, "missing a required argument: 'b'"), (wrong_name, "unexpected keyword argument 'c'")):
+    for bad, detail in (
+        (wrong_count, "missing a required argument: 'b'"),
+        (wrong_name, "unexpected keyword argument 'c'"),
+    ):
         with pytest.raises(TypeError, match=r"task 'pair' called with arguments that do not fit"):
             bad.describe()
         with pytest.raises(TypeError, match=detail):
