@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from auto_workflow import TaskDefinition, fan_out, task
+from auto_workflow import Flow, TaskDefinition, fan_out, flow, task
 from auto_workflow.artifacts import ArtifactRef, get_store
 
 
@@ -48,3 +48,18 @@ def check() -> None:
 async def check_async() -> None:
     assert_type(await fetch.run_async("x"), bytes)
     assert_type(await add.run_async(1, 2), int)
+
+
+@flow
+def pipeline(n: int) -> tuple[int, bytes]:
+    return add(n, 1), fetch("x")
+
+
+def check_flow() -> None:
+    assert_type(pipeline, Flow[tuple[int, bytes]])
+    assert_type(pipeline.run(3), tuple[int, bytes])
+    assert_type(pipeline(3), tuple[int, bytes])
+
+
+async def check_flow_async() -> None:
+    assert_type(await pipeline.run_async(3), tuple[int, bytes])

@@ -416,14 +416,15 @@ def _check_max_concurrency(value: object, what: str = "max_concurrency") -> int 
     return int(value)
 
 
-class Flow:
+class Flow(Generic[R]):
     """A function decorated with ``@flow``: its body wires tasks into a graph.
 
     Call :meth:`run` (or ``await`` :meth:`run_async`) to build and execute the graph; calling
-    the flow inside another flow's body inlines its graph there.
+    the flow inside another flow's body inlines its graph there. ``Flow[R]`` returns what the
+    body is annotated to return, with every task result filled in.
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+    def __init__(self, fn: Callable[..., R], name: str) -> None:
         self.fn = fn
         self.name = name
         functools.update_wrapper(self, fn)
@@ -431,7 +432,7 @@ class Flow:
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
         if _building.get() is not None:
             return self.fn(*args, **kwargs)
         return self.run(*args, **kwargs)
@@ -480,7 +481,7 @@ class Flow:
         result_cache: ResultCache | None = None,
         artifact_store: ArtifactStore | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> R:
         """Build and execute the flow; return its body's return value with results filled in.
 
         Args:
@@ -498,7 +499,7 @@ class Flow:
         policy = FailurePolicy.coerce(failure_policy)
         limit = _check_max_concurrency(max_concurrency)
         plugins = _snapshot(result_cache, artifact_store)
-        return _run_sync(self._run(args, kwargs, params, policy, limit, plugins))
+        return cast(R, _run_sync(self._run(args, kwargs, params, policy, limit, plugins)))
 
     async def run_async(
         self,
@@ -509,12 +510,12 @@ class Flow:
         result_cache: ResultCache | None = None,
         artifact_store: ArtifactStore | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> R:
         """Awaitable :meth:`run`, for async callers. Cancelling it cancels the run."""
         policy = FailurePolicy.coerce(failure_policy)
         limit = _check_max_concurrency(max_concurrency)
         plugins = _snapshot(result_cache, artifact_store)
-        return await self._run(args, kwargs, params, policy, limit, plugins)
+        return cast(R, await self._run(args, kwargs, params, policy, limit, plugins))
 
     async def _run(
         self,
@@ -620,11 +621,11 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
 
 
 @overload
-def flow(fn: Callable[..., Any], /) -> Flow: ...
+def flow(fn: Callable[..., R], /) -> Flow[R]: ...
 
 
 @overload
-def flow(*, name: str | None = None) -> Callable[[Callable[..., Any]], Flow]: ...
+def flow(*, name: str | None = None) -> Callable[[Callable[..., R]], Flow[R]]: ...
 
 
 def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
@@ -636,7 +637,7 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) ->
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"@flow name must be a non-empty string; got {name!r}")
 
-    def wrap(f: Callable[..., Any]) -> Flow:
+    def wrap(f: Callable[..., Any]) -> Flow[Any]:
         if not callable(f):
             raise TypeError(f"@flow must decorate a function; got {type(f).__name__}")
         if inspect.iscoroutinefunction(f):
@@ -701,4 +702,4 @@ def _fan_out_now(
         return fan_out(task_def, items, max_concurrency=limit)
 
     anonymous = Flow(body, f"fan_out({task_def.name})")
-    return cast(list[R], anonymous.run(max_concurrency=limit))
+    return anonymous.run(max_concurrency=limit)

@@ -256,12 +256,12 @@ def _exec_file(name: str, path: Path, shown: str) -> ModuleType:
     return module
 
 
-def _flows_in(module: ModuleType) -> dict[str, Flow]:
+def _flows_in(module: ModuleType) -> dict[str, Flow[Any]]:
     """The module's ``@flow`` objects by attribute name, in definition order."""
     return {name: obj for name, obj in vars(module).items() if isinstance(obj, Flow)}
 
 
-def _load_flow(target: str) -> Flow:
+def _load_flow(target: str) -> Flow[Any]:
     source, sep, attr = target.rpartition(":")
     if not sep or not source or not attr:
         raise UsageError(
@@ -286,7 +286,7 @@ def _load_flow(target: str) -> Flow:
     raise UsageError(f"{target!r} is {kind}, not a @flow; {available}")
 
 
-def _flow_kwargs(flow_obj: Flow, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+def _flow_kwargs(flow_obj: Flow[Any], pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     """The ``--arg`` values as keyword arguments, checked against the flow's signature."""
     kwargs: dict[str, Any] = {}
     for name, value in pairs:
@@ -330,12 +330,12 @@ def _check_arguments(flow: str, signature: inspect.Signature, kwargs: dict[str, 
         )
 
 
-def _flow_and_kwargs(args: argparse.Namespace) -> tuple[Flow, dict[str, Any]]:
+def _flow_and_kwargs(args: argparse.Namespace) -> tuple[Flow[Any], dict[str, Any]]:
     flow_obj = _load_flow(args.target)
     return flow_obj, _flow_kwargs(flow_obj, args.flow_args)
 
 
-def _build(flow_obj: Flow, step: Callable[[], T]) -> T:
+def _build(flow_obj: Flow[Any], step: Callable[[], T]) -> T:
     """Run ``step`` (which builds the flow's graph); a failing flow body is exit code 1."""
     try:
         return step()
@@ -343,7 +343,7 @@ def _build(flow_obj: Flow, step: Callable[[], T]) -> T:
         raise _FlowFailed(_not_built(flow_obj, exc), [exc]) from exc
 
 
-def _not_built(flow_obj: Flow, exc: Exception) -> str:
+def _not_built(flow_obj: Flow[Any], exc: Exception) -> str:
     return f"flow {flow_obj.name!r} could not be built: {_exc_text(exc)}"
 
 
@@ -499,7 +499,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _finish_run(flow_obj, progress, console, result)
 
 
-def _finish_run(flow_obj: Flow, progress: RunProgress, console: Any, result: Any) -> int:
+def _finish_run(flow_obj: Flow[Any], progress: RunProgress, console: Any, result: Any) -> int:
     """After a run that returned: summary, result, and exit 1 if tasks failed (continue)."""
     errors, any_error = _errors_in(result)
     failed = any_error or progress.snapshot().failed > 0
@@ -537,7 +537,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _first_doc_line(flow_obj: Flow) -> str:
+def _first_doc_line(flow_obj: Flow[Any]) -> str:
     doc = inspect.getdoc(flow_obj.fn) or ""
     return next((line.strip() for line in doc.splitlines() if line.strip()), "")
 
