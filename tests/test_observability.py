@@ -322,3 +322,31 @@ def test_the_flow_span_also_encloses_building_the_graph() -> None:
     run_ids = {attrs.get("run_id") for name, _, attrs in tracer.spans if name == "flow:built"}
     assert len(run_ids) == 1
     assert None not in run_ids
+
+
+def test_a_provider_with_task_done_gets_one_call_per_finished_task() -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    class Compact(LabelledMetrics):
+        def task_done(self, task: str, result: str, duration_ms: float) -> None:
+            calls.append((task, result, duration_ms >= 0))
+
+    metrics = Compact()
+    set_metrics_provider(metrics)
+
+    @task(cache_ttl=60)
+    def good(x: int) -> int:
+        return x
+
+    @task
+    def bad() -> None:
+        raise ValueError("x")
+
+    good(1)
+    good(1)
+    with pytest.raises(Exception, match="bad"):
+        bad()
+    assert calls == [("good", "success", True), ("good", "cached", True), ("bad", "failure", True)]
+    names = {c[1] for c in metrics.calls}
+    assert not names & {"tasks_succeeded", "tasks_failed", "task_duration_ms"}  # not twice
+    assert "cache_hits" in names

@@ -252,7 +252,10 @@ class MetricsProvider(Protocol):
     """Counters and histograms.
 
     A provider may also have ``wants(name) -> bool``; the engine asks it once per run and
-    skips the metrics it does not want (today only the ``tasks_running`` gauge).
+    skips the metrics it does not want (today only the ``tasks_running`` gauge). And it may
+    have ``task_done(task, result, duration_ms)``, called once per finished task call
+    (``result``: ``"success"``, ``"cached"`` or ``"failure"``) in place of the
+    ``tasks_succeeded`` / ``tasks_failed`` increment and the ``task_duration_ms`` sample.
     """
 
     def inc(self, name: str, value: float = 1, **labels: Any) -> None: ...
@@ -291,6 +294,12 @@ class InMemoryMetrics:
         """Record one sample of histogram ``name``."""
         self.histograms[name].append(value)
         self.observations[name] += 1
+
+    def task_done(self, task: str, result: str, duration_ms: float) -> None:
+        """One finished task call: ``tasks_succeeded`` or ``tasks_failed``, and its time."""
+        self.counters["tasks_failed" if result == "failure" else "tasks_succeeded"] += 1
+        self.histograms["task_duration_ms"].append(duration_ms)
+        self.observations["task_duration_ms"] += 1
 
     def reset(self) -> None:
         """Forget everything recorded."""

@@ -182,7 +182,12 @@ class CallRunner:
         produced the value. A final failure raises TaskExecutionError (or a subclass).
         The method is chosen once per run, so metrics cost nothing when there are none.
         """
+        self._task_done: Callable[[str, str, float], None] = self._report_task
         if plugins.metrics is not None:
+            # One call per finished task: the provider's own task_done if it has one (the
+            # in-memory default does: no keyword dicts per task), else inc + observe.
+            task_done = getattr(plugins.metrics, "task_done", None)
+            self._task_done = task_done if callable(task_done) else self._report_task
             gauged = _wants(plugins.metrics, "tasks_running")
             self.call = self._call_gauged if gauged else self._call_metered
 
@@ -210,22 +215,26 @@ class CallRunner:
     async def _call_metered(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int | str]:
-        metrics = self.plugins.metrics
-        assert metrics is not None
-        name = task.name
+        done = self._task_done
         start = time.perf_counter()
         try:
             outcome = await self._call(task, node, args, kwargs)
         except TaskExecutionError:
-            metrics.inc("tasks_failed", task=name)
-            ms = (time.perf_counter() - start) * 1000
-            metrics.observe("task_duration_ms", ms, task=name, result="failure")
+            done(task.name, "failure", (time.perf_counter() - start) * 1000)
             raise
         result = "success" if outcome[1].__class__ is int else "cached"
-        metrics.inc("tasks_succeeded", task=name, result=result)
-        ms = (time.perf_counter() - start) * 1000
-        metrics.observe("task_duration_ms", ms, task=name, result=result)
+        done(task.name, result, (time.perf_counter() - start) * 1000)
         return outcome
+
+    def _report_task(self, task_name: str, result: str, duration_ms: float) -> None:
+        """``task_done`` for providers without one: the same facts as inc + observe."""
+        metrics = self.plugins.metrics
+        assert metrics is not None
+        if result == "failure":
+            metrics.inc("tasks_failed", task=task_name)
+        else:
+            metrics.inc("tasks_succeeded", task=task_name, result=result)
+        metrics.observe("task_duration_ms", duration_ms, task=task_name, result=result)
 
     async def _call_gauged(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
