@@ -1,5 +1,7 @@
 """The documentation's examples run: every ```python block of a page, in order, as a script.
 
+The pages are docs/*.md and the README; a block that is not meant to run is not ```python.
+
 Each page runs in a fresh interpreter in an empty working directory, so examples cannot
 lean on the test process or on each other, and files they write land in a temporary place.
 """
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -23,7 +27,7 @@ def python_blocks(page: Path) -> str:
     return "\n\n".join(m.group(1) for m in _BLOCK.finditer(page.read_text()))
 
 
-@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_page_examples_run(page: Path, tmp_path: Path) -> None:
     script = python_blocks(page)
     assert script.strip(), f"{page.name} has no python example"
