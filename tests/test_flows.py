@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -596,3 +597,37 @@ def test_a_call_that_does_not_fit_the_task_fails_the_build_naming_the_task() -> 
             bad.run()
     with pytest.raises(TypeError, match="task 'two_needed'"):
         wrong_fan_out.run()
+
+
+def _inject_session(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn("SESSION", *args, **kwargs)
+
+    return wrapper
+
+
+@task(cache_ttl=60)
+@_inject_session
+def load_with_session(session: str, key: str) -> str:
+    return f"{session}:{key}"
+
+
+def test_a_decorator_that_injects_arguments_keeps_its_own_signature() -> None:
+    @task
+    def first() -> int:
+        return 1
+
+    @flow
+    def uses() -> Any:
+        return load_with_session("k"), load_with_session.after(first())("j")
+
+    assert uses.run() == ("SESSION:k", "SESSION:j")
+    assert uses.run() == ("SESSION:k", "SESSION:j")  # cached: the key binds the wrapper's call
+
+    @flow
+    def bad_after() -> Any:
+        return first.after(first())(1)
+
+    with pytest.raises(TypeError, match="task 'first' called with arguments that do not fit"):
+        bad_after.run()

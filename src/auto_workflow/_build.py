@@ -205,6 +205,7 @@ class TaskDefinition(Generic[P, R]):
                 )
 
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            self.check_call(args, kwargs)
             return cast(R, graph.add(self, args, kwargs, after=upstream))
 
         return call
@@ -230,7 +231,9 @@ class TaskDefinition(Generic[P, R]):
 def _call_shape(fn: Callable[..., Any]) -> tuple[inspect.Signature | None, tuple[int, int] | None]:
     """``fn``'s signature, and (fewest, most) positional arguments when that says it all."""
     try:
-        signature = inspect.signature(fn)
+        # What is called, not what a functools.wraps decorator wraps: a decorator may add
+        # or inject arguments.
+        signature = inspect.signature(fn, follow_wrapped=False)
     except (TypeError, ValueError):
         return None, None
     params = signature.parameters.values()

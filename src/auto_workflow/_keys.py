@@ -997,8 +997,10 @@ def _with_closure(code_fp: str, closure: Mapping[str, str]) -> str:
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    # The signature of what is called: a functools.wraps decorator may add or inject
+    # arguments, so the wrapped function's signature would not bind the call.
     try:
-        return inspect.signature(fn)
+        return inspect.signature(fn, follow_wrapped=False)
     except ValueError as exc:  # some builtins have no readable signature
         err = UnkeyableError(f"{fn!r}, whose signature cannot be read")
         raise err._locate("task function", "task.fn") from exc
