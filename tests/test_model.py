@@ -117,21 +117,6 @@ def test_generator_functions_are_rejected() -> None:
         task(gen)
 
 
-def test_a_timeout_on_a_plain_function_on_the_loop_is_rejected_when_decorated() -> None:
-    with pytest.raises(ValueError, match=r"task 'blocking': a timeout cannot stop a plain"):
-
-        @task(timeout=1)
-        def blocking() -> None: ...
-
-    assert task(timeout=1, run_in="thread")(sample).options.timeout == 1
-
-    async def fine() -> None: ...
-
-    assert task(timeout=1)(fine).options.timeout == 1
-    with pytest.raises(ValueError, match="run_in='thread'"):
-        task(sample).with_options(timeout=2)
-
-
 def test_with_options_validates_like_the_decorator() -> None:
     base = task(sample)
     with pytest.raises(TypeError, match="tags"):

@@ -247,3 +247,38 @@ def test_a_failure_is_not_chained_to_an_event_loop_lookup() -> None:
         error = error.__cause__ or error.__context__
     assert not any("no running event loop" in str(e) for e in chain)
     assert isinstance(chain[-1], ZeroDivisionError)
+
+
+def test_a_plain_function_that_overruns_its_timeout_fails_when_it_returns() -> None:
+    # Nothing can interrupt a plain function running on the event loop; an attempt that ran
+    # past its limit still fails (and is retried) as soon as the function returns.
+    calls: list[float] = []
+
+    @task(timeout=0.05, retries=1)
+    def blocking() -> str:
+        calls.append(time.perf_counter())
+        time.sleep(0.1)
+        return "late"
+
+    with pytest.raises(TimeoutError) as info:
+        blocking()
+    assert info.value.attempts == 2
+    assert len(calls) == 2
+
+    @task(timeout=5)
+    def quick() -> str:
+        return "on time"
+
+    assert quick() == "on time"
+
+
+def test_callables_returning_coroutines_keep_their_timeout() -> None:
+    class Slow:
+        async def __call__(self, seconds: float) -> float:
+            await asyncio.sleep(seconds)
+            return seconds
+
+    slow = task(timeout=0.05, name="slow")(Slow())
+    with pytest.raises(TimeoutError):
+        slow(1.0)
+    assert slow(0.0) == 0.0

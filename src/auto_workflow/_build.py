@@ -225,7 +225,7 @@ class TaskDefinition(Generic[P, R]):
             )
         if changes.get("tags", ()) is None:
             changes["tags"] = frozenset()
-        return _checked(TaskDefinition(self.fn, replace(self.options, **changes)))
+        return TaskDefinition(self.fn, replace(self.options, **changes))
 
 
 def _call_shape(fn: Callable[..., Any]) -> tuple[inspect.Signature | None, tuple[int, int] | None]:
@@ -287,19 +287,7 @@ def _make_task(fn: Callable[..., Any], options: dict[str, Any]) -> TaskDefinitio
     opts = {**options, "name": name, "tags": frozenset() if tags is None else tags}
     if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
         raise TypeError(f"task {name!r}: generator functions cannot be tasks; return a list")
-    return _checked(TaskDefinition(fn, TaskOptions(**opts)))
-
-
-def _checked(task_def: TaskDefinition[P, R]) -> TaskDefinition[P, R]:
-    """Reject option combinations that depend on the function, not just on the options."""
-    opts = task_def.options
-    if opts.timeout is not None and opts.run_in is RunIn.ASYNC and not task_def.is_async:
-        raise ValueError(
-            f"task {task_def.name!r}: a timeout cannot stop a plain function running on the "
-            "event loop (it blocks the loop until it returns); make it async, or use "
-            "run_in='thread' or run_in='process'"
-        )
-    return task_def
+    return TaskDefinition(fn, TaskOptions(**opts))
 
 
 @overload

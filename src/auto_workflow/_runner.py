@@ -483,10 +483,18 @@ class CallRunner:
         """The hot path: an async-mode attempt with no middleware or tracer, run in place."""
         token = set_frame(TaskFrame(self.base, task.name, node, attempt))
         try:
+            timeout = task.options.timeout
+            if timeout is None:
+                value = task.fn(*args, **kwargs)
+                return await value if task.is_async or inspect.isawaitable(value) else value
+            start = time.perf_counter()
             value = task.fn(*args, **kwargs)
             if task.is_async or inspect.isawaitable(value):
-                timeout = task.options.timeout
-                value = await (value if timeout is None else _bounded(value, timeout))
+                return await _bounded(value, timeout)
+            # A plain function held the loop until it returned, so nothing could interrupt
+            # it; an attempt that ran past its limit still fails, as soon as it is back.
+            if time.perf_counter() - start > timeout:
+                raise AttemptTimeoutError(timeout)
             return value
         finally:
             reset_frame(token)
@@ -536,13 +544,20 @@ async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:
     """Await ``work``, turning an elapsed limit of ``seconds`` into :class:`AttemptTimeoutError`."""
     if seconds is None:
         return await work
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(seconds) as scope:
-            return await work
+            value = await work
     except builtins.TimeoutError:
         if scope.expired():
             raise AttemptTimeoutError(seconds) from None
         raise
+    deadline = scope.when()
+    if deadline is not None and loop.time() > deadline:
+        # The work finished late without yielding to the loop (a plain function on the
+        # loop thread), so the timer could not fire: the attempt still ran too long.
+        raise AttemptTimeoutError(seconds)
+    return value
 
 
 def _node_id(node: Any) -> str:
