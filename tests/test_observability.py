@@ -350,3 +350,37 @@ def test_a_provider_with_task_done_gets_one_call_per_finished_task() -> None:
     names = {c[1] for c in metrics.calls}
     assert not names & {"tasks_succeeded", "tasks_failed", "task_duration_ms"}  # not twice
     assert "cache_hits" in names
+
+
+def test_a_subclass_forwarding_inc_and_observe_still_gets_them() -> None:
+    from unittest import mock
+
+    from auto_workflow.metrics_provider import InMemoryMetrics
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    class Forwarding(InMemoryMetrics):
+        def inc(self, name: str, value: float = 1, **labels: Any) -> None:
+            super().inc(name, value, **labels)
+            seen.append((name, labels))
+
+        def observe(self, name: str, value: float, **labels: Any) -> None:
+            super().observe(name, value, **labels)
+            seen.append((name, labels))
+
+    set_metrics_provider(Forwarding())
+
+    @task
+    def hello() -> int:
+        return 1
+
+    hello()
+    assert ("tasks_succeeded", {"task": "hello", "result": "success"}) in seen
+    assert ("task_duration_ms", {"task": "hello", "result": "success"}) in seen
+
+    fake = mock.MagicMock()
+    set_metrics_provider(fake)
+    hello()
+    names = [c.args[0] for c in fake.inc.call_args_list]
+    assert "tasks_succeeded" in names  # a mock's made-up task_done is not used
+    fake.task_done.assert_not_called()

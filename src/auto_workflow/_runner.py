@@ -138,6 +138,28 @@ def _wants(metrics: object, name: str) -> bool:
         return False
 
 
+def _task_done_of(metrics: object) -> Callable[[str, str, float], None] | None:
+    """The provider's own ``task_done``, if its class has one that is at least as specific
+    as its ``inc`` and ``observe``: a subclass that overrides those two (to forward them,
+    say) expects to be called through them, and a mock's made-up attribute is not a method.
+    """
+    cls = type(metrics)
+    owner = _owner(cls, "task_done")
+    if owner is None:
+        return None
+    for name in ("inc", "observe"):
+        other = _owner(cls, name)
+        if other is not None and not issubclass(owner, other):
+            return None
+    method: Callable[[str, str, float], None] = getattr(metrics, "task_done")  # noqa: B009
+    return method
+
+
+def _owner(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s MRO that defines ``name``."""
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
+
+
 _TAKES_TTL: dict[type, bool] = {}
 
 
@@ -186,8 +208,7 @@ class CallRunner:
         if plugins.metrics is not None:
             # One call per finished task: the provider's own task_done if it has one (the
             # in-memory default does: no keyword dicts per task), else inc + observe.
-            task_done = getattr(plugins.metrics, "task_done", None)
-            self._task_done = task_done if callable(task_done) else self._report_task
+            self._task_done = _task_done_of(plugins.metrics) or self._report_task
             gauged = _wants(plugins.metrics, "tasks_running")
             self.call = self._call_gauged if gauged else self._call_metered
 
