@@ -233,6 +233,5 @@ def test_comparing_a_placeholder_with_a_value_is_misuse_but_placeholders_hash() 
     assert a == a
     assert a != b
     assert len({a, b, a}) == 2  # sets of placeholders (a dependency form) still work
-    with pytest.raises(AttributeError, match="cannot access attribute 'rows' of the result"):
-        _ = a.rows
-    assert not hasattr(a, "__array__")  # protocol probes get a plain "no"
+    with pytest.raises(AttributeError):  # no hint: a __getattr__ would slow every placeholder
+        _ = a.rows  # type: ignore[attr-defined]

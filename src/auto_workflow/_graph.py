@@ -353,15 +353,6 @@ class Placeholder:
 
     __hash__ = object.__hash__
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # private names and protocol probes (copy, pickle...)
-            raise AttributeError(name)
-        raise AttributeError(
-            f"cannot access attribute {name!r} of the result of {self.node_id} while the "
-            "flow is being built: task results exist only when the flow runs. Pass it to "
-            "another @task, which receives the real value and can read the attribute."
-        )
-
     def __await__(self) -> Any:
         raise self._misuse("await")
 
