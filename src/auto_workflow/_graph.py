@@ -344,12 +344,21 @@ class Placeholder:
         # comparing one with a value would silently be False and pick the wrong branch.
         if isinstance(other, Placeholder):
             return self is other
-        raise self._misuse("compare (==)")
+        raise self._compare_misuse("==")
 
     def __ne__(self, other: object) -> bool:
         if isinstance(other, Placeholder):
             return self is not other
-        raise self._misuse("compare (!=)")
+        raise self._compare_misuse("!=")
+
+    def _compare_misuse(self, op: str) -> PlaceholderMisuseError:
+        err = self._misuse(f"compare ({op})")
+        hint = (
+            " Lists that mix results and values compare them too (`in`, .index(), "
+            ".remove()): to find a result by identity, use `is`, e.g. "
+            "any(item is result for item in items)."
+        )
+        return PlaceholderMisuseError(str(err) + hint)
 
     __hash__ = object.__hash__
 
