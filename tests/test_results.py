@@ -755,3 +755,19 @@ async def test_runs_with_different_artifact_stores_do_not_share_flights() -> Non
         pipeline.run_async(artifact_store=MemoryArtifactStore()),
     )
     assert results == [1, 1]
+
+
+async def test_a_nested_call_sharing_its_callers_key_runs_instead_of_waiting_forever() -> None:
+    def same_key(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return f"shared:{args[0]}"
+
+    @task(cache_ttl=60, cache_key_fn=same_key)
+    async def inner(x: int) -> str:
+        return f"inner {x}"
+
+    @task(cache_ttl=60, cache_key_fn=same_key)
+    async def outer(x: int) -> str:
+        return "outer wraps " + await inner.run_async(x)
+
+    result = await asyncio.wait_for(outer.run_async(1), 5)
+    assert result == "outer wraps inner 1"

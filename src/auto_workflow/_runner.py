@@ -29,6 +29,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from auto_workflow._config import get_config
@@ -92,6 +93,11 @@ class _Flight:
         self.value: Any = None
         self.error: TaskExecutionError | None = None
 
+
+_LEADING: ContextVar[frozenset[tuple[int, int, str]]] = ContextVar(
+    "auto_workflow_leading", default=frozenset()
+)
+"""The in-flight slots the current code runs inside of (as their leader, or nested in it)."""
 
 _InFlight = dict[tuple[int, int, str], _Flight]
 """Cached calls in flight, by (id of the result cache, id of the artifact store, key)."""
@@ -283,13 +289,23 @@ class CallRunner:
             key = self._cache_key(task, args, kwargs)
             if key is None:
                 return await self._fresh(task, node, args, kwargs)
-        while True:
-            hit = self._lookup(task, key)
-            if hit is not None:
-                return hit[0], "cache"
-            flight = self._inflight.get((self._cache_id, self._store_id, key))
-            if flight is None:
-                break
+        hit = self._lookup(task, key)
+        if hit is not None:
+            return hit[0], "cache"
+        return await self._join_or_lead(task, node, key, args, kwargs)
+
+    async def _join_or_lead(
+        self, task: TaskLike, node: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, int | str]:
+        """After a miss: wait for an identical call in flight, or run this one as leader."""
+        slot = (self._cache_id, self._store_id, key)
+        while (flight := self._inflight.get(slot)) is not None:
+            if slot in _LEADING.get():
+                # This call runs inside the very call it would wait for (a nested call whose
+                # cache_key_fn gives its caller's key): waiting would never end. Run it.
+                value, attempts = await self._fresh(task, node, args, kwargs)
+                self._store(task, key, value)
+                return value, attempts
             self._count("dedup_joins", task)
             await flight.finished.wait()
             if flight.error is not None:
@@ -297,6 +313,9 @@ class CallRunner:
             if flight.succeeded:
                 return flight.value, "in_flight"
             # The leader was cancelled before it finished: look again, maybe lead.
+            hit = self._lookup(task, key)
+            if hit is not None:
+                return hit[0], "cache"
         return await self._lead(task, node, key, args, kwargs)
 
     async def _lead(
@@ -305,6 +324,7 @@ class CallRunner:
         """Run a cached call that nobody else is running; identical calls wait for it."""
         slot = (self._cache_id, self._store_id, key)
         flight = self._inflight[slot] = _Flight()
+        token = _LEADING.set(_LEADING.get() | {slot})
         try:
             value, attempts = await self._fresh(task, node, args, kwargs)
             self._store(task, key, value)
@@ -314,6 +334,7 @@ class CallRunner:
             flight.error = err
             raise
         finally:
+            _LEADING.reset(token)
             del self._inflight[slot]
             flight.finished.set()
 
