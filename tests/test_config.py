@@ -104,10 +104,15 @@ def test_public_module_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         config.reload_config()
 
 
-def test_a_misspelt_environment_variable_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
-    with pytest.raises(
-        ValueError, match=r"AUTO_WORKFLOW_RESULT_CACH; did you mean .*_RESULT_CACHE\?"
+def test_a_misspelt_environment_variable_warns_with_a_suggestion(tmp_path: Path) -> None:
+    from auto_workflow.exceptions import AutoWorkflowWarning
+
+    with pytest.warns(
+        AutoWorkflowWarning, match=r"_RESULT_CACH is ignored; did you mean .*_CACHE\?"
     ):
-        load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_RESULT_CACH": "filesystem"})
+        config = load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_RESULT_CACH": "filesystem"})
+    assert config == Config()  # ignored, and the run goes on
+    with pytest.warns(AutoWorkflowWarning, match=r"AUTO_WORKFLOW_HOME is ignored\. Known"):
+        load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_HOME": "/x"})
     quiet = {"AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS": "1", "OTHER_TOOL_X": "y"}
     assert load_config(cwd=tmp_path, environ=quiet) == Config()

@@ -13,10 +13,13 @@ import difflib
 import os
 import threading
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from auto_workflow.exceptions import AutoWorkflowWarning
 
 __all__ = ["Config", "get_config", "load_config", "reload_config"]
 
@@ -146,7 +149,7 @@ def load_config(*, cwd: Path | None = None, environ: Mapping[str, str] | None = 
                 raise ValueError(f"unknown config key {key!r} in {source}; known keys: {known}")
             values[key] = _VALIDATORS[key](key, value, source)
     env = os.environ if environ is None else environ
-    _reject_unknown_variables(env)
+    _warn_unknown_variables(env)
     for key, check in _VALIDATORS.items():
         name = _ENV_PREFIX + key.upper()
         if name in env:
@@ -158,15 +161,23 @@ _OTHER_VARIABLES = frozenset({"AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS"})
 """Variables of ours that are not configuration keys (read by the command line)."""
 
 
-def _reject_unknown_variables(env: Mapping[str, str]) -> None:
-    """A misspelt ``AUTO_WORKFLOW_*`` variable would be ignored silently: refuse it."""
+def _warn_unknown_variables(env: Mapping[str, str]) -> None:
+    """A misspelt ``AUTO_WORKFLOW_*`` variable would be ignored silently: say so.
+
+    A warning, not an error: a variable of someone else's (or of a newer version) that
+    happens to share the prefix must not stop every run.
+    """
     known = {_ENV_PREFIX + key.upper() for key in _VALIDATORS} | _OTHER_VARIABLES
+    suffixes = {name[len(_ENV_PREFIX) :]: name for name in known}
     for name in env:
         if name.startswith(_ENV_PREFIX) and name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ValueError(
-                f"unknown environment variable {name}{hint} Known: {', '.join(sorted(known))}"
+            close = difflib.get_close_matches(name[len(_ENV_PREFIX) :], suffixes, n=1)
+            hint = f"; did you mean {suffixes[close[0]]}?" if close else "."
+            warnings.warn(
+                f"unknown environment variable {name} is ignored{hint} "
+                f"Known: {', '.join(sorted(known))}",
+                AutoWorkflowWarning,
+                stacklevel=4,
             )
 
 
