@@ -254,3 +254,45 @@ async def test_cancelling_run_async_kills_process_workers(tmp_path: Path) -> Non
     first = beat.read_text()
     await asyncio.sleep(0.5)
     assert beat.read_text() == first
+
+
+def test_waiting_for_a_thread_does_not_count_against_the_timeout() -> None:
+    # 100 calls of 0.2 s on the run's 64 threads: 36 wait about 0.2 s for a thread first.
+    # Their timeout (0.3 s) starts when they get one, so none of them times out.
+    @task(run_in="thread", timeout=0.3)
+    def nap_briefly(i: int) -> int:
+        time.sleep(0.2)
+        return i
+
+    @flow
+    def many() -> Any:
+        return fan_out(nap_briefly, range(100))
+
+    assert many.run() == list(range(100))
+
+
+def test_a_cancelled_run_starts_no_queued_thread_calls() -> None:
+    started: list[float] = []
+    failed_at: list[float] = []
+
+    @task(run_in="thread")
+    def slow(i: int) -> int:
+        started.append(time.monotonic())
+        time.sleep(0.05)
+        return i
+
+    @task
+    async def fail_soon() -> None:
+        await asyncio.sleep(0.1)
+        failed_at.append(time.monotonic())
+        raise RuntimeError("stop the run")
+
+    @flow
+    def doomed() -> Any:
+        return fan_out(slow, range(2000)), fail_soon()
+
+    with pytest.raises(TaskExecutionError):
+        doomed.run()
+    time.sleep(0.3)  # anything wrongly started would start meanwhile
+    late = [t for t in started if t > failed_at[0] + 0.01]
+    assert len(late) < 64, f"{len(late)} queued calls started after the run was cancelled"

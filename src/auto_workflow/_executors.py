@@ -106,11 +106,16 @@ class Call:
     context: RunContext
 
 
+OnStart = Callable[[], None] | None
+"""Called on the loop once the call really starts (it may first wait for a pool slot)."""
+
+
 class Executor(Protocol):
     """Runs one attempt. Raises the user's exception unchanged; on cancellation cleans up
-    (a process worker is killed, a thread is abandoned) and re-raises ``CancelledError``."""
+    (a process worker is killed, a thread is abandoned) and re-raises ``CancelledError``.
+    ``on_start`` is called on the loop when the call gets its thread or worker."""
 
-    async def run(self, call: Call) -> Any: ...
+    async def run(self, call: Call, on_start: OnStart = None) -> Any: ...
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -156,8 +161,10 @@ def _call_to_completion(call: Call) -> Any:
 class AsyncExecutor:
     """Runs a call on the event loop thread; an awaitable result is awaited there."""
 
-    async def run(self, call: Call) -> Any:
+    async def run(self, call: Call, on_start: OnStart = None) -> Any:
         """Call ``call.fn`` with ``call.context`` current and await its result if awaitable."""
+        if on_start is not None:
+            on_start()
         with use_context(call.context):
             result = call.fn(*call.args, **call.kwargs)
             if inspect.isawaitable(result):
@@ -198,6 +205,7 @@ class _ThreadJob:
     context: contextvars.Context
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    on_start: OnStart = None
     state: _JobState = _JobState.QUEUED
     thread: threading.Thread | None = None
 
@@ -248,7 +256,7 @@ class ThreadExecutor:
         self._idle = 0  # threads waiting for a job
         self._closed = False
 
-    async def run(self, call: Call) -> Any:
+    async def run(self, call: Call, on_start: OnStart = None) -> Any:
         """Run ``call`` on a pool thread and return its result.
 
         Raises:
@@ -256,7 +264,7 @@ class ThreadExecutor:
             asyncio.CancelledError: when cancelled; a running call is abandoned, not awaited.
         """
         loop = asyncio.get_running_loop()
-        job = _ThreadJob(call, contextvars.copy_context(), loop, loop.create_future())
+        job = _ThreadJob(call, contextvars.copy_context(), loop, loop.create_future(), on_start)
         self._submit(job)
         try:
             return await job.future
@@ -326,7 +334,11 @@ class ThreadExecutor:
                 self._threads.discard(thread)
                 self._busy.discard(thread)
             self.abandoned += 1
-            self._replace_abandoned_locked()
+        # Replace the thread on the next loop turn, not now: when a whole run is being
+        # cancelled, the queued jobs' own cancellations are still pending, and a thread
+        # started now would pick one up and run it after the run was told to stop.
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to serve
+            job.loop.call_soon(self._replace_abandoned)
         _count_abandoned()
         logger.warning(
             "task %r was stopped (it timed out or its run was cancelled) while running in "
@@ -336,12 +348,19 @@ class ThreadExecutor:
             thread.name if thread is not None else "?",
         )
 
-    def _replace_abandoned_locked(self) -> None:
-        """Start a thread for queued jobs in place of the abandoned one, if they need it."""
-        try:
-            self._grow_locked()
-        except RuntimeError:  # the OS refused a thread; the remaining threads still serve
-            logger.warning("could not start a thread to replace an abandoned one", exc_info=True)
+    def _replace_abandoned(self) -> None:
+        """Start a thread for jobs still queued in place of an abandoned one, if needed."""
+        with self._cond:
+            if self._closed:
+                return
+            try:
+                self._grow_locked()
+            except RuntimeError:  # the OS refused a thread; the remaining threads still serve
+                logger.warning(
+                    "could not start a thread to replace an abandoned one", exc_info=True
+                )
+                return
+            self._cond.notify()
 
     def _work(self) -> None:
         """A pool thread: run jobs until shut down or until its job is abandoned."""
@@ -366,7 +385,10 @@ class ThreadExecutor:
             job.state = _JobState.RUNNING
             job.thread = me
             self._busy.add(me)
-            return job
+        if job.on_start is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                job.loop.call_soon_threadsafe(job.on_start)
+        return job
 
     def _run_job(self, job: _ThreadJob) -> bool:
         """Run ``job`` and deliver its outcome; False when it was abandoned meanwhile."""
@@ -762,7 +784,7 @@ class ProcessPool:
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
 
-    async def run(self, call: Call) -> Any:
+    async def run(self, call: Call, on_start: OnStart = None) -> Any:
         """Run ``call`` in a worker process and return its result.
 
         Raises:
@@ -775,6 +797,8 @@ class ProcessPool:
         """
         data = _dump_call(call)
         worker = await self._acquire()
+        if on_start is not None:
+            on_start()
         worker.task_name = call.task_name
         reply = await self._exchange(worker, data, call.task_name)
         return _unpack_reply(reply, call.task_name, worker.pid)
@@ -970,9 +994,9 @@ class ProcessExecutor:
         """The pool calls go to: the one given, else the shared :func:`get_process_pool`."""
         return self._pool if self._pool is not None else get_process_pool()
 
-    async def run(self, call: Call) -> Any:
+    async def run(self, call: Call, on_start: OnStart = None) -> Any:
         """Run ``call`` in a worker process; see :meth:`ProcessPool.run`."""
-        return await self.pool.run(call)
+        return await self.pool.run(call, on_start)
 
 
 _POOL_LOCK = threading.Lock()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import copy
 import inspect
 import logging
@@ -511,7 +512,7 @@ class CallRunner:
         call = Call(task.fn, args, kwargs, task.name, ctx)
         executor = self.executor(opts.run_in)
         if not self._observed:
-            return await _bounded(executor.run(call), opts.timeout)
+            return await _bounded_call(executor, call, opts.timeout)
         return await self._observed_attempt(task, _node_id(node), attempt, executor, call)
 
     async def _inline_attempt(
@@ -545,7 +546,7 @@ class CallRunner:
         self, task: TaskLike, node_id: str, attempt: int, executor: Executor, call: Call
     ) -> Any:
         async def innermost() -> Any:
-            return await _bounded(executor.run(call), task.options.timeout)
+            return await _bounded_call(executor, call, task.options.timeout)
 
         run = _chain(self.plugins.middleware, innermost, task, call.args, call.kwargs)
         tracer = self.plugins.tracer
@@ -599,6 +600,30 @@ async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:
         # The work finished late without yielding to the loop (a plain function on the
         # loop thread), so the timer could not fire: the attempt still ran too long.
         raise AttemptTimeoutError(seconds)
+    return value
+
+
+async def _bounded_call(executor: Executor, call: Call, seconds: float | None) -> Any:
+    """Run ``call`` on ``executor`` within ``seconds``, counted from when the call really
+    starts: waiting for a thread or a worker process does not use up its time."""
+    if seconds is None:
+        return await executor.run(call)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(None) as scope:
+
+            def started() -> None:
+                with contextlib.suppress(RuntimeError):  # the attempt already ended
+                    scope.reschedule(loop.time() + seconds)
+
+            value = await executor.run(call, started)
+    except builtins.TimeoutError:
+        if scope.expired():
+            raise AttemptTimeoutError(seconds) from None
+        raise
+    deadline = scope.when()
+    if deadline is not None and loop.time() > deadline:
+        raise AttemptTimeoutError(seconds)  # done late without yielding: see _bounded
     return value
 
 
