@@ -532,7 +532,7 @@ def test_a_long_summary_shows_failures_and_counts_the_other_successes(work: Path
     rows = summary_rows(done.stderr)
     assert len(rows) == 100
     assert rows["odd_one_out:110"][0] == "failed"
-    assert "... and 20 more task(s) that succeeded" in done.stderr
+    assert "... and 20 more task(s): 20 succeeded" in done.stderr
 
 
 def test_a_flow_without_tasks_runs(work: Path) -> None:
@@ -704,3 +704,16 @@ def test_prints_from_user_code_never_reach_stdout(work: Path, command: list[str]
     assert "module import print" in done.stderr
     if command[0] in ("describe", "run") or command[-1] == "json":
         json.loads(done.stdout)  # stdout is exactly the result
+
+
+def test_a_long_summary_keeps_failures_and_counts_every_other_status() -> None:
+    from auto_workflow._cli_output import Status, TaskRecord
+    from auto_workflow._cli_output import summary_rows as rows_of
+
+    records = [TaskRecord(f"t:{i}", "t", Status.SKIPPED) for i in range(3000)]
+    records[2500] = TaskRecord("t:2500", "t", Status.FAILED)
+    records += [TaskRecord(f"ok:{i}", "ok", Status.SUCCEEDED) for i in range(5)]
+    rows, left_out = rows_of(records, limit=10)
+    assert len(rows) == 10
+    assert rows[-1][:2] == ["t:2500", "failed"]  # kept, in build order
+    assert left_out == {"skipped": 2990, "succeeded": 5}  # 2999 skipped, 9 of them shown

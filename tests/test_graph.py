@@ -216,10 +216,10 @@ def test_views_derive_from_one_model() -> None:
 
 def test_mermaid_labels_cannot_break_out_of_their_quotes() -> None:
     g = Graph("odd")
-    weird = task(name='say "hi" <b>#1</b>')(_fn)
+    weird = task(name='say "hi" <b>#1</b> `md`')(_fn)
     g.add(weird, (), {})
     line = g.to_mermaid().splitlines()[1]
-    assert line == '    n0["say #quot;hi#quot; #lt;b#gt;#35;1#lt;/b#gt;:0"]'
+    assert line == '    n0["say #quot;hi#quot; #lt;b#gt;#35;1#lt;/b#gt; #96;md#96;:0"]'
 
 
 def test_comparing_a_placeholder_with_a_value_is_misuse_but_placeholders_hash() -> None:

@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
@@ -392,28 +393,42 @@ def summary_title(snap: Snapshot, outcome: str) -> str:
     return f"flow {snap.flow!r} {outcome} in {format_duration(snap.elapsed * 1000)}: {counts}"
 
 
+_SHOW_FIRST = {
+    Status.FAILED: 0,
+    Status.CANCELLED: 1,
+    Status.RUNNING: 1,
+    Status.SKIPPED: 2,
+    Status.PENDING: 3,
+    Status.CACHED: 4,
+    Status.SUCCEEDED: 5,
+}
+"""Which rows a long summary keeps: failures first, plain successes last."""
+
+
 def summary_rows(
     records: list[TaskRecord], limit: int = SUMMARY_ROWS
-) -> tuple[list[list[str]], int]:
-    """The table rows (build order) and how many successes were left out to fit ``limit``.
+) -> tuple[list[list[str]], dict[str, int]]:
+    """At most ``limit`` rows (in build order), and how many of each status were left out.
 
-    Every task that did not simply succeed is shown; successes fill the remaining rows.
+    Failures are shown first, then cancelled, skipped, not run, cached and succeeded tasks,
+    so in a run of thousands the one failure that matters is never buried.
     """
     shown = records
     if len(records) > limit:
-        room = limit - sum(r.status is not Status.SUCCEEDED for r in records)
-        shown = []
-        for r in records:
-            if r.status is not Status.SUCCEEDED:
-                shown.append(r)
-            elif room > 0:
-                shown.append(r)
-                room -= 1
+        order = sorted(range(len(records)), key=lambda i: (_SHOW_FIRST[records[i].status], i))
+        shown = [records[i] for i in sorted(order[:limit])]
+    left_out = Counter(str(r.status) for r in records)
+    left_out.subtract(str(r.status) for r in shown)
     rows = [
         [r.node, str(r.status), str(r.attempts), format_duration(r.duration_ms), _yes(r.cached)]
         for r in shown
     ]
-    return rows, len(records) - len(shown)
+    return rows, {status: n for status, n in left_out.items() if n > 0}
+
+
+def _left_out_line(left_out: dict[str, int]) -> str:
+    parts = ", ".join(f"{n} {status}" for status, n in left_out.items())
+    return f"... and {sum(left_out.values())} more task(s): {parts}"
 
 
 def _yes(flag: bool) -> str:
@@ -424,15 +439,15 @@ def print_summary(
     title: str, records: list[TaskRecord], console: Console | None, stream: TextIO
 ) -> None:
     """Print the summary table: with ``rich`` on ``console``, else as plain text on ``stream``."""
-    rows, omitted = summary_rows(records)
+    rows, left_out = summary_rows(records)
     if console is not None:
-        _print_rich_summary(console, title, rows, omitted)
+        _print_rich_summary(console, title, rows, left_out)
         return
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(HEADERS)]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))]
     lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
-    if omitted:
-        lines.append(f"... and {omitted} more task(s) that succeeded")
+    if left_out:
+        lines.append(_left_out_line(left_out))
     print("\n".join(line.rstrip() for line in lines), file=stream, flush=True)
 
 
@@ -446,7 +461,9 @@ _STYLES = {
 }
 
 
-def _print_rich_summary(console: Console, title: str, rows: list[list[str]], omitted: int) -> None:
+def _print_rich_summary(
+    console: Console, title: str, rows: list[list[str]], left_out: dict[str, int]
+) -> None:
     from rich.table import Table  # optional extra (auto-workflow[cli])
 
     table = Table()
@@ -455,8 +472,8 @@ def _print_rich_summary(console: Console, title: str, rows: list[list[str]], omi
     for row in rows:
         status = row[1]
         table.add_row(row[0], f"[{_STYLES.get(status, '')}]{status}[/]", *row[2:])
-    if omitted:
-        table.caption = f"... and {omitted} more task(s) that succeeded"
+    if left_out:
+        table.caption = _left_out_line(left_out)
     console.print(title, style="bold", highlight=False)
     console.print(table)
 

@@ -270,7 +270,8 @@ class Graph:
 
 def _mermaid_text(text: str) -> str:
     """``text`` safe inside a quoted Mermaid label (quotes and markup as entity codes)."""
-    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+    pairs = (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("`", "#96;"))
+    for char, code in pairs:
         text = text.replace(char, code)
     return text
 
