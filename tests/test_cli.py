@@ -717,3 +717,24 @@ def test_a_long_summary_keeps_failures_and_counts_every_other_status() -> None:
     assert len(rows) == 10
     assert rows[-1][:2] == ["t:2500", "failed"]  # kept, in build order
     assert left_out == {"skipped": 2990, "succeeded": 5}  # 2999 skipped, 9 of them shown
+
+
+def test_graph_warns_when_mermaid_would_refuse_the_graph(work: Path) -> None:
+    (work / "big.py").write_text(
+        "from auto_workflow import flow, task\n"
+        "@task\n"
+        "def one(i: int) -> int:\n"
+        "    return i\n"
+        "@task\n"
+        "def total(*xs: int) -> int:\n"
+        "    return sum(xs)\n"
+        "@flow\n"
+        "def big():\n"
+        "    return total(*[one(i) for i in range(600)])\n"
+    )
+    done = cli(work, "graph", "big.py:big", "--format", "mermaid")
+    assert done.returncode == 0
+    assert done.stdout.startswith("flowchart")
+    assert "this graph has 600 edges" in done.stderr
+    small = cli(work, "graph", "flows.py:add", "--format", "mermaid")
+    assert "edges" not in small.stderr

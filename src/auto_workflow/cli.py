@@ -525,6 +525,10 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_MERMAID_MAX_EDGES = 500
+"""Mermaid's default ``maxEdges``: larger graphs do not render."""
+
+
 def _cmd_graph(args: argparse.Namespace) -> int:
     flow_obj, kwargs = _flow_and_kwargs(args)
     params = args.params
@@ -533,7 +537,15 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         "mermaid": lambda: flow_obj.export_mermaid(params=params, **kwargs),
         "json": lambda: json.dumps(flow_obj.export_graph(params=params, **kwargs), indent=2),
     }
-    _emit(_build(flow_obj, exporters[args.format]))
+    text = _build(flow_obj, exporters[args.format])
+    edges = text.count(" --> ") if args.format == "mermaid" else 0
+    if edges >= _MERMAID_MAX_EDGES:
+        _note(
+            f"this graph has {edges} edges; Mermaid's default renderer (GitHub's too) "
+            f"refuses {_MERMAID_MAX_EDGES} or more. Use --format dot, or map with a dynamic "
+            "fan_out over a task result, which draws as one node"
+        )
+    _emit(text)
     return EXIT_OK
 
 
@@ -575,6 +587,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def _error(message: str) -> None:
     print(f"auto-workflow: error: {message}", file=sys.stderr, flush=True)
+
+
+def _note(message: str) -> None:
+    print(f"auto-workflow: note: {message}", file=sys.stderr, flush=True)
 
 
 def _print_tracebacks(errors: Sequence[BaseException]) -> None:
