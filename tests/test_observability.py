@@ -384,3 +384,44 @@ def test_a_subclass_forwarding_inc_and_observe_still_gets_them() -> None:
     names = [c.args[0] for c in fake.inc.call_args_list]
     assert "tasks_succeeded" in names  # a mock's made-up task_done is not used
     fake.task_done.assert_not_called()
+
+
+def test_the_flow_span_ends_with_the_failures_of_a_continue_run() -> None:
+    ended: list[str | None] = []
+
+    class Recording:
+        @contextlib.asynccontextmanager
+        async def span(self, name: str, **attrs: Any) -> AsyncIterator[None]:
+            try:
+                yield
+            except BaseException as exc:
+                ended.append(f"{name} {type(exc).__name__}")
+                raise
+            ended.append(f"{name} ok")
+
+    set_tracer(Recording())
+
+    @task
+    def fine() -> int:
+        return 1
+
+    @task
+    def broken() -> int:
+        raise ValueError("no")
+
+    @flow
+    def partly() -> Any:
+        return fine(), broken()
+
+    ok, err = partly.run(failure_policy="continue")  # the caller still gets the results
+    assert ok == 1
+    assert isinstance(err, Exception)
+    assert "flow:partly AggregateTaskError" in ended
+    assert "task:fine ok" in ended
+
+    @flow
+    def clean() -> Any:
+        return fine()
+
+    assert clean.run(failure_policy="continue") == 1
+    assert ended[-1] == "flow:clean ok"

@@ -286,3 +286,32 @@ def test_adapter_without_opentelemetry_names_the_extra() -> None:
     )
     assert done.returncode != 0
     assert "auto-workflow[otel]" in done.stderr
+
+
+def test_a_continue_run_with_failures_marks_the_flow_span_failed() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from auto_workflow import flow, task
+    from auto_workflow.integrations.otel import OpenTelemetryTracer
+    from auto_workflow.tracing import set_tracer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    set_tracer(OpenTelemetryTracer(provider))
+
+    @task
+    def quickfail() -> int:
+        raise KeyError("x")
+
+    @flow
+    def cont() -> Any:
+        return quickfail()
+
+    cont.run(failure_policy="continue")
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "flow cont"]
+    assert span.attributes is not None
+    assert span.attributes["auto_workflow.flow.result"] == "failure"
+    assert span.attributes["error.type"] == "auto_workflow.exceptions.AggregateTaskError"

@@ -43,7 +43,7 @@ from auto_workflow._runner import (
     new_run_id,
     text_fan_out_hint,
 )
-from auto_workflow.exceptions import PlaceholderMisuseError
+from auto_workflow.exceptions import AggregateTaskError, PlaceholderMisuseError, TaskExecutionError
 
 __all__ = ["Flow", "TaskDefinition", "fan_out", "flow", "task"]
 
@@ -52,6 +52,9 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 _building: ContextVar[Graph | None] = ContextVar("auto_workflow_building", default=None)
+
+_NOT_YET = object()
+"""A run's output before it exists (``None`` is a valid output)."""
 
 
 def _run_sync(work: Coroutine[Any, Any, T]) -> T:
@@ -520,10 +523,18 @@ class Flow(Generic[R]):
         run_id = new_run_id()
         run = self._build_and_run(args, kwargs, params, policy, limit, plugins, run_id)
         if plugins.tracer is None:
-            return await run
+            return (await run)[0]
         # The flow span encloses the whole run: building the graph, running it, the result.
-        async with plugins.tracer.span(f"flow:{self.name}", run_id=run_id):
-            return await run
+        outcome: Any = _NOT_YET
+        try:
+            async with plugins.tracer.span(f"flow:{self.name}", run_id=run_id):
+                outcome, failures = await run
+                if failures:  # "continue" returned, but tasks failed: the span must say so
+                    raise AggregateTaskError(failures)
+        except AggregateTaskError:
+            if outcome is _NOT_YET:  # the run's own error ("aggregate"), not ours
+                raise
+        return outcome
 
     async def _build_and_run(
         self,
@@ -534,7 +545,8 @@ class Flow(Generic[R]):
         limit: int | None,
         plugins: Plugins,
         run_id: str,
-    ) -> Any:
+    ) -> tuple[Any, list[TaskExecutionError]]:
+        """Build and run the graph; the flow's output, and the task failures it holds."""
         graph, out, base = self._build(args, kwargs, params, plugins.store, run_id)
         calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS)
         runner = FlowRunner(
@@ -548,7 +560,7 @@ class Flow(Generic[R]):
             await _observe_flow(calls, runner)
         finally:
             calls.close()
-        return runner.output(out)
+        return runner.output(out), list(runner.failures)
 
     def describe(
         self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
