@@ -22,6 +22,7 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -151,18 +152,30 @@ def log_event(name: str, payload: dict[str, Any]) -> None:
         logger.warning("task %s attempt %s failed: %s; retrying", node, attempt, error)
     elif name == "task_succeeded":
         _log_success(node, payload)
+    elif name == "task_cached":
+        how = "from the cache" if payload.get("source") == "cache" else "from an identical call"
+        logger.info("task %s reused a result %s", node, how)
     elif name == "task_failed":
         took = format_duration(payload.get("duration_ms"))
-        error, attempts = payload.get("error"), payload.get("attempt")
-        logger.error("task %s failed after %s attempt(s) in %s: %s", node, attempts, took, error)
+        logger.error("task %s failed in %s: %s", node, took, _unwrapped(payload.get("error")))
     elif name == "task_skipped":
         logger.warning("task %s skipped: upstream %s failed", node, payload.get("upstream"))
 
 
+def _unwrapped(error: object) -> str:
+    """An event's ``error`` (a repr such as ``RetryExhaustedError("task 'x' failed ...")``)
+    as its message, which already names the task, the attempts and the cause."""
+    text = str(error)
+    match = _REPR.fullmatch(text)
+    return match.group(2) if match else text
+
+
+_REPR = re.compile(r"""\w+\((['"])(.*)\1\)""", re.DOTALL)
+
+
 def _log_success(node: str, payload: dict[str, Any]) -> None:
     if payload.get("cached"):
-        logger.info("task %s succeeded (cached result)", node)
-        return
+        return  # task_cached said so, and how
     took = format_duration(payload.get("duration_ms"))
     logger.info("task %s succeeded in %s (attempt %s)", node, took, payload.get("attempt"))
 
