@@ -317,13 +317,18 @@ class CallRunner:
             hit = self._lookup(task, key)
             if hit is not None:
                 return hit[0], "cache"
-        return await self._lead(task, node, key, args, kwargs)
+        return await self._lead(task, node, slot, args, kwargs)
 
     async def _lead(
-        self, task: TaskLike, node: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: TaskLike,
+        node: Any,
+        slot: tuple[int, int, str],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> tuple[Any, int]:
         """Run a cached call that nobody else is running; identical calls wait for it."""
-        slot = (self._cache_id, self._store_id, key)
+        key = slot[2]
         flight = self._inflight[slot] = _Flight()
         token = _LEADING.set(_LEADING.get() | {slot})
         try:
