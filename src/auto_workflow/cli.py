@@ -437,13 +437,9 @@ _results: ContextVar[list[str] | None] = ContextVar("auto_workflow_cli_results",
 
 def _emit(text: str) -> None:
     """Hand a command's result to :func:`main`, which alone writes to stdout."""
-    line = text if text.endswith("\n") else text + "\n"
     results = _results.get()
-    if results is None:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-    else:
-        results.append(line)
+    assert results is not None, "commands run only inside main(), which collects results"
+    results.append(text if text.endswith("\n") else text + "\n")
 
 
 def _run_quietly(args: argparse.Namespace) -> int:
