@@ -197,9 +197,8 @@ class LabelledMetrics:
         self.calls.append(("observe", name, value, labels))
 
 
-def test_metrics_carry_task_and_result_labels_and_running_returns_to_zero() -> None:
-    metrics = LabelledMetrics()
-    set_metrics_provider(metrics)
+def run_success_hit_failure() -> None:
+    """Task ``good`` runs, then hits the cache; task ``bad`` fails."""
 
     @task(cache_ttl=60)
     def good(x: int) -> int:
@@ -213,6 +212,13 @@ def test_metrics_carry_task_and_result_labels_and_running_returns_to_zero() -> N
     good(1)
     with pytest.raises(Exception, match="bad"):
         bad()
+
+
+def test_metrics_carry_task_and_result_labels_and_running_returns_to_zero() -> None:
+    metrics = LabelledMetrics()
+    set_metrics_provider(metrics)
+
+    run_success_hit_failure()
     results = [c[3]["result"] for c in metrics.calls if c[1] == "task_duration_ms"]
     assert results == ["success", "cached", "failure"]
     running = [c[2] for c in metrics.calls if c[1] == "tasks_running"]
@@ -334,18 +340,7 @@ def test_a_provider_with_task_done_gets_one_call_per_finished_task() -> None:
     metrics = Compact()
     set_metrics_provider(metrics)
 
-    @task(cache_ttl=60)
-    def good(x: int) -> int:
-        return x
-
-    @task
-    def bad() -> None:
-        raise ValueError("x")
-
-    good(1)
-    good(1)
-    with pytest.raises(Exception, match="bad"):
-        bad()
+    run_success_hit_failure()
     assert calls == [("good", "success", True), ("good", "cached", True), ("bad", "failure", True)]
     names = {c[1] for c in metrics.calls}
     assert not names & {"tasks_succeeded", "tasks_failed", "task_duration_ms"}  # not twice
