@@ -592,10 +592,31 @@ async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:
     """Await ``work``, turning an elapsed limit of ``seconds`` into :class:`AttemptTimeoutError`."""
     if seconds is None:
         return await work
+    return await _timed(lambda started: work, seconds, start_now=True)
+
+
+async def _bounded_call(executor: Executor, call: Call, seconds: float | None) -> Any:
+    """Run ``call`` on ``executor`` within ``seconds``, counted from when the call really
+    starts: waiting for a thread or a worker process does not use up its time."""
+    if seconds is None:
+        return await executor.run(call)
+    return await _timed(lambda started: executor.run(call, started), seconds, start_now=False)
+
+
+async def _timed(
+    begin: Callable[[Callable[[], None]], Awaitable[Any]], seconds: float, *, start_now: bool
+) -> Any:
+    """Await ``begin(started)`` within ``seconds``: from now, or (``start_now=False``) from
+    when the work calls ``started()``. An elapsed limit is :class:`AttemptTimeoutError`."""
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(seconds) as scope:
-            value = await work
+        async with asyncio.timeout(seconds if start_now else None) as scope:
+
+            def started() -> None:
+                with contextlib.suppress(RuntimeError):  # the attempt already ended
+                    scope.reschedule(loop.time() + seconds)
+
+            value = await begin(started)
     except builtins.TimeoutError:
         if scope.expired():
             raise AttemptTimeoutError(seconds) from None
@@ -605,30 +626,6 @@ async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:
         # The work finished late without yielding to the loop (a plain function on the
         # loop thread), so the timer could not fire: the attempt still ran too long.
         raise AttemptTimeoutError(seconds)
-    return value
-
-
-async def _bounded_call(executor: Executor, call: Call, seconds: float | None) -> Any:
-    """Run ``call`` on ``executor`` within ``seconds``, counted from when the call really
-    starts: waiting for a thread or a worker process does not use up its time."""
-    if seconds is None:
-        return await executor.run(call)
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(None) as scope:
-
-            def started() -> None:
-                with contextlib.suppress(RuntimeError):  # the attempt already ended
-                    scope.reschedule(loop.time() + seconds)
-
-            value = await executor.run(call, started)
-    except builtins.TimeoutError:
-        if scope.expired():
-            raise AttemptTimeoutError(seconds) from None
-        raise
-    deadline = scope.when()
-    if deadline is not None and loop.time() > deadline:
-        raise AttemptTimeoutError(seconds)  # done late without yielding: see _bounded
     return value
 
 
