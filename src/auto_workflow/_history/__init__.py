@@ -1,0 +1,1 @@
+"""The run history: records, the SQLite store, checkpoints, reports (private)."""
