@@ -14,10 +14,11 @@ from typing import Any
 
 import _harness
 from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, Params, spin
-from auto_workflow import _build, _runner, fan_out, flow, task
-from auto_workflow._executors import Call
-from auto_workflow._model import RunIn
-from auto_workflow._runner import _bounded
+from auto_workflow import fan_out, flow, task
+from auto_workflow._core import _build, _calls, _runner
+from auto_workflow._core._calls import _bounded
+from auto_workflow._core._model import RunIn
+from auto_workflow._execution._protocol import Call
 
 
 @task
@@ -141,7 +142,7 @@ def _compile_out_unused_seams() -> None:
             _build._building.reset(token)
 
     _runner.FlowRunner._call = call  # type: ignore[method-assign]
-    _runner.CallRunner._attempt = attempt  # type: ignore[method-assign]
+    _calls.CallRunner._attempt = attempt  # type: ignore[method-assign]
     _build._observe_flow = observe_flow
 
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from auto_workflow import _executors, _plugins
+from auto_workflow._core import _plugins
+from auto_workflow._execution import _process as _executors
 from procs import children_of
 
 

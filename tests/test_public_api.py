@@ -40,6 +40,8 @@ PUBLIC_MODULES = {
         "CacheKeyReport",
     },
     "auto_workflow.context": {"get_context"},
+    "auto_workflow.fanout": {"fan_out"},
+    "auto_workflow.cli": {"main"},
     "auto_workflow.tracing": {"set_tracer", "get_tracer"},
     "auto_workflow.middleware": {"register", "clear"},
     "auto_workflow.events": {"subscribe", "unsubscribe", "EVENT_NAMES"},
@@ -84,6 +86,12 @@ def test_public_module_paths_keep_working(module: str, names: set[str]) -> None:
     assert names <= exported
     for name in exported:
         assert hasattr(mod, name), f"{module}.__all__ names missing {name}"
+
+
+def test_fanout_module_is_the_same_function() -> None:
+    from auto_workflow.fanout import fan_out
+
+    assert fan_out is auto_workflow.fan_out
 
 
 def test_error_tree_has_one_root_and_builtin_bases() -> None:

@@ -5,9 +5,9 @@ run it with ``Flow.run()``: an in-process scheduler runs ready tasks concurrentl
 event loop, in threads or in processes) with retries, timeouts, caching and priorities.
 """
 
-from auto_workflow._build import Flow, TaskDefinition, fan_out, flow, task
-from auto_workflow._context import RunContext, get_context
-from auto_workflow._model import FailurePolicy
+from auto_workflow._core._build import Flow, TaskDefinition, fan_out, flow, task
+from auto_workflow._core._context import RunContext, get_context
+from auto_workflow._core._model import FailurePolicy
 from auto_workflow.events import subscribe
 
 __all__ = [

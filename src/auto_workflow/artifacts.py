@@ -14,10 +14,11 @@ use it with a store directory you trust. ``serializer="json"`` (configuration ke
 
 from __future__ import annotations
 
-from auto_workflow._context import current_context
-from auto_workflow._disk import FilesystemArtifactStore
-from auto_workflow._model import ArtifactRef
-from auto_workflow._plugins import DEFAULTS, ArtifactStore, MemoryArtifactStore, check_store
+from auto_workflow._core._context import current_context
+from auto_workflow._core._model import ArtifactRef
+from auto_workflow._core._plugins import DEFAULTS
+from auto_workflow._results._disk import FilesystemArtifactStore
+from auto_workflow._results._memory import ArtifactStore, MemoryArtifactStore, check_store
 
 __all__ = [
     "ArtifactRef",

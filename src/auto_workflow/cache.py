@@ -12,9 +12,10 @@ The filesystem backend stores results with pickle: point it only at a directory 
 
 from __future__ import annotations
 
-from auto_workflow._disk import FilesystemResultCache
-from auto_workflow._keys import CacheKeyReport
-from auto_workflow._plugins import DEFAULTS, MemoryResultCache, ResultCache, check_cache
+from auto_workflow._core._plugins import DEFAULTS
+from auto_workflow._results._disk import FilesystemResultCache
+from auto_workflow._results._keys import CacheKeyReport
+from auto_workflow._results._memory import MemoryResultCache, ResultCache, check_cache
 
 __all__ = [
     "CacheKeyReport",

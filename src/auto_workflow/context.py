@@ -1,5 +1,5 @@
 """``get_context()``: the run a piece of task code belongs to."""
 
-from auto_workflow._context import RunContext, get_context
+from auto_workflow._core._context import RunContext, get_context
 
 __all__ = ["RunContext", "get_context"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from auto_workflow._plugins import DEFAULTS
+from auto_workflow._core._plugins import DEFAULTS
 
 __all__ = ["EVENT_NAMES", "clear", "subscribe", "unsubscribe"]
 

@@ -7,7 +7,8 @@ The in-memory default records ``tasks_succeeded``, ``tasks_failed``, ``task_retr
 
 from __future__ import annotations
 
-from auto_workflow._plugins import DEFAULTS, InMemoryMetrics, MetricsProvider, check_metrics
+from auto_workflow._core._plugins import DEFAULTS
+from auto_workflow._observe._hub import InMemoryMetrics, MetricsProvider, check_metrics
 
 __all__ = ["InMemoryMetrics", "MetricsProvider", "get_metrics_provider", "set_metrics_provider"]
 

@@ -6,7 +6,8 @@ first registered is the outermost. Middleware wraps every attempt of every task 
 
 from __future__ import annotations
 
-from auto_workflow._plugins import DEFAULTS, Middleware
+from auto_workflow._core._plugins import DEFAULTS
+from auto_workflow._observe._hub import Middleware
 
 __all__ = ["Middleware", "clear", "register"]
 

@@ -6,7 +6,8 @@ Spans: ``flow:<flow name>`` (attribute ``run_id``) around a run, and ``task:<tas
 
 from __future__ import annotations
 
-from auto_workflow._plugins import DEFAULTS, NullTracer, Tracer, check_tracer
+from auto_workflow._core._plugins import DEFAULTS
+from auto_workflow._observe._hub import NullTracer, Tracer, check_tracer
 
 __all__ = ["NullTracer", "Tracer", "get_tracer", "set_tracer"]
 

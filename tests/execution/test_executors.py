@@ -22,19 +22,16 @@ from typing import Any
 
 import pytest
 
-from auto_workflow._context import RunContext, get_context
-from auto_workflow._executors import (
-    AsyncExecutor,
-    Call,
+from auto_workflow._core._context import RunContext, get_context
+from auto_workflow._execution._local import AsyncExecutor, ThreadExecutor, abandoned_thread_count
+from auto_workflow._execution._process import (
     ProcessExecutor,
     ProcessPool,
-    RemoteTaskError,
-    ThreadExecutor,
-    abandoned_thread_count,
     get_process_pool,
     shutdown_process_pool,
 )
-from auto_workflow.exceptions import SerializationError, WorkerCrashedError
+from auto_workflow._execution._protocol import Call
+from auto_workflow.exceptions import RemoteTaskError, SerializationError, WorkerCrashedError
 from procs import children_of, gone, running
 
 CALLER_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("caller_var", default="unset")
@@ -255,7 +252,7 @@ async def test_cancelled_thread_call_is_abandoned_not_awaited(
 ) -> None:
     started, release = threading.Event(), threading.Event()
     before = abandoned_thread_count()
-    caplog.set_level(logging.WARNING, logger="auto_workflow._executors")
+    caplog.set_level(logging.WARNING, logger="auto_workflow._execution._local")
     try:
         start = time.monotonic()
         with pytest.raises(TimeoutError):
@@ -574,8 +571,9 @@ def test_worker_exits_when_its_parent_dies(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import asyncio, os, signal, time
-        from auto_workflow._context import RunContext
-        from auto_workflow._executors import Call, ProcessPool
+        from auto_workflow._core._context import RunContext
+        from auto_workflow._execution._process import ProcessPool
+        from auto_workflow._execution._protocol import Call
 
         def spin(path):
             with open(path, "a") as beat:

@@ -1,7 +1,7 @@
 """``@task``, ``@flow`` and ``fan_out``: building graphs and running them.
 
 Inside a flow body (while its graph is being built) a task call records a node and returns a
-:class:`~auto_workflow._graph.Placeholder`; everywhere else it runs now. Which of the two
+:class:`~auto_workflow._core._graph.Placeholder`; everywhere else it runs now. Which of the two
 happens is decided by one context variable, set with a token for the duration of the build.
 
 Async is the implementation: ``Flow.run`` and a direct task call are thin synchronous shells
@@ -22,27 +22,20 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
-from auto_workflow._config import get_config
-from auto_workflow._context import RunContext, use_context
-from auto_workflow._graph import Graph, Group, Placeholder, iter_placeholders
-from auto_workflow._keys import CacheKeyReport, explain
-from auto_workflow._model import ArtifactRef, FailurePolicy, RunIn, TaskOptions
-from auto_workflow._plugins import (
-    DEFAULTS,
-    ArtifactStore,
-    Plugins,
-    ResultCache,
-    check_cache,
-    check_store,
-)
-from auto_workflow._runner import (
+from auto_workflow._core._calls import (
     DEFAULT_THREAD_WORKERS,
     CallRunner,
-    FlowRunner,
     call_with_events,
     new_run_id,
-    text_fan_out_hint,
 )
+from auto_workflow._core._config import get_config
+from auto_workflow._core._context import RunContext, use_context
+from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placeholders
+from auto_workflow._core._model import ArtifactRef, FailurePolicy, RunIn, TaskOptions
+from auto_workflow._core._plugins import DEFAULTS, Plugins
+from auto_workflow._core._runner import FlowRunner, text_fan_out_hint
+from auto_workflow._results._keys import CacheKeyReport, explain
+from auto_workflow._results._memory import ArtifactStore, ResultCache, check_cache, check_store
 from auto_workflow.exceptions import AggregateTaskError, PlaceholderMisuseError, TaskExecutionError
 
 __all__ = ["Flow", "TaskDefinition", "fan_out", "flow", "task"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from auto_workflow import task
-from auto_workflow._graph import DONE, FAILED, SKIPPED, Graph, Group, RunState
+from auto_workflow._core._graph import DONE, FAILED, SKIPPED, Graph, Group, RunState
 from auto_workflow.exceptions import PlaceholderMisuseError
 
 

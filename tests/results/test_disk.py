@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from auto_workflow import _disk
-from auto_workflow._disk import FilesystemArtifactStore, FilesystemResultCache
-from auto_workflow._model import ArtifactRef
+from auto_workflow._core._model import ArtifactRef
+from auto_workflow._results import _disk
+from auto_workflow._results._disk import FilesystemArtifactStore, FilesystemResultCache
 from auto_workflow.exceptions import (
     ArtifactNotFoundError,
     CorruptEntryWarning,
@@ -120,8 +120,8 @@ from __future__ import annotations
 import hashlib, itertools, json, os, random, signal, sys, time, warnings
 from typing import Any
 
-from auto_workflow._disk import FilesystemArtifactStore, FilesystemResultCache
-from auto_workflow._model import ArtifactRef
+from auto_workflow._results._disk import FilesystemArtifactStore, FilesystemResultCache
+from auto_workflow._core._model import ArtifactRef
 from auto_workflow.exceptions import ArtifactNotFoundError
 """
 

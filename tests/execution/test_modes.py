@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from auto_workflow import _executors as executors
 from auto_workflow import fan_out, flow, get_context, task
+from auto_workflow._execution import _local as executors
 from auto_workflow.exceptions import (
     RetryExhaustedError,
     SerializationError,

@@ -1,22 +1,11 @@
-"""How one attempt of one task call runs: on the loop, in a thread, or in a process.
+"""How one attempt runs in a worker process of a shared, healing pool.
 
-Three executors implement one protocol, :class:`Executor`:
-
-* :class:`AsyncExecutor` calls the function on the event loop thread and awaits its result
-  when that is awaitable.
-* :class:`ThreadExecutor` runs calls on daemon threads of its own, started on demand up to
-  ``max_workers`` and reused while idle, much like ``asyncio.to_thread``.
 * :class:`ProcessExecutor` sends calls, pickled with ``cloudpickle``, to a
   :class:`ProcessPool` of worker processes; one pool is shared by every run
   (:func:`get_process_pool`, :func:`shutdown_process_pool`).
 
 Invariants:
 
-* Every call runs with ``call.context`` as the current run context, set with a token and
-  reset afterwards, so ``get_context()`` works in all three modes.
-* A thread is never killed. A thread call cancelled while it runs is *abandoned*: counted,
-  logged, its outcome dropped; its thread leaves the pool and exits when the call returns.
-  Threads are daemons, so an abandoned call never keeps the interpreter from exiting.
 * A worker process runs one call at a time and the parent knows which. A worker that dies
   fails only that call (:class:`WorkerCrashedError`) and is replaced on demand; a cancelled
   call's worker is killed. Every worker the pool starts is reaped (no zombies) and its
@@ -41,11 +30,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import contextvars
-import enum
 import importlib
 import inspect
-import itertools
 import logging
 import os
 import pickle
@@ -59,32 +45,26 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
-from auto_workflow._context import RunContext, use_context
+from auto_workflow._execution._protocol import (
+    Call,
+    OnStart,
+    call_to_completion,
+    check_max_workers,
+    safe_str,
+    type_name,
+)
 from auto_workflow.exceptions import RemoteTaskError, SerializationError, WorkerCrashedError
 
-__all__ = [
-    "AsyncExecutor",
-    "Call",
-    "Executor",
-    "ProcessExecutor",
-    "ProcessPool",
-    "RemoteTaskError",
-    "ThreadExecutor",
-    "abandoned_thread_count",
-    "get_process_pool",
-    "shutdown_process_pool",
-]
+__all__ = ["ProcessExecutor", "ProcessPool", "get_process_pool", "shutdown_process_pool"]
 
 logger = logging.getLogger(__name__)
 
-_JOIN_TIMEOUT = 5.0
-"""Bound on joining an idle thread at shutdown (it exits at once; this guards a bug)."""
 
 _EXIT_GRACE = 5.0
 """A worker whose socket closed is exiting; after this long it is killed anyway."""
@@ -93,320 +73,6 @@ _REAP_TIMEOUT = 5.0
 """How long to wait for a stopped or killed worker to be reaped before giving up on it."""
 
 _HEADER = struct.Struct("!Q")
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One attempt of one task call: the unit every executor runs."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    task_name: str
-    context: RunContext
-
-
-OnStart = Callable[[], None] | None
-"""Called on the loop once the call really starts (it may first wait for a pool slot)."""
-
-
-class Executor(Protocol):
-    """Runs one attempt. Raises the user's exception unchanged; on cancellation cleans up
-    (a process worker is killed, a thread is abandoned) and re-raises ``CancelledError``.
-    ``on_start`` is called on the loop when the call gets its thread or worker."""
-
-    async def run(self, call: Call, on_start: OnStart = None) -> Any: ...
-
-
-# -- shared helpers ---------------------------------------------------------------------------
-
-
-def _type_name(value: object) -> str:
-    cls = type(value)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error it describes
-        return f"<{_type_name(value)} object; str() failed>"
-
-
-def _check_max_workers(max_workers: int) -> int:
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-        raise ValueError(f"max_workers must be a positive integer; got {max_workers!r}")
-    return max_workers
-
-
-async def _await_it(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-def _call_to_completion(call: Call) -> Any:
-    """Call ``call.fn`` off the loop thread; an awaitable result runs on a fresh loop."""
-    with use_context(call.context):
-        result = call.fn(*call.args, **call.kwargs)
-        if inspect.isawaitable(result):
-            coro = result if inspect.iscoroutine(result) else _await_it(result)
-            result = asyncio.run(coro)
-    return result
-
-
-# -- on the loop ------------------------------------------------------------------------------
-
-
-class AsyncExecutor:
-    """Runs a call on the event loop thread; an awaitable result is awaited there."""
-
-    async def run(self, call: Call, on_start: OnStart = None) -> Any:
-        """Call ``call.fn`` with ``call.context`` current and await its result if awaitable."""
-        if on_start is not None:
-            on_start()
-        with use_context(call.context):
-            result = call.fn(*call.args, **call.kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-        return result
-
-
-# -- in a thread ------------------------------------------------------------------------------
-
-_abandoned_lock = threading.Lock()
-_abandoned_total = 0
-_thread_ids = itertools.count(1)
-
-
-def abandoned_thread_count() -> int:
-    """How many thread calls in this process were abandoned on cancellation, in total."""
-    with _abandoned_lock:
-        return _abandoned_total
-
-
-def _count_abandoned() -> None:
-    global _abandoned_total
-    with _abandoned_lock:
-        _abandoned_total += 1
-
-
-class _JobState(enum.Enum):
-    QUEUED = enum.auto()
-    RUNNING = enum.auto()
-    DONE = enum.auto()
-    CANCELLED = enum.auto()  # withdrawn before a thread took it: never ran
-    ABANDONED = enum.auto()  # cancelled while running: its thread finishes it, then exits
-
-
-@dataclass(eq=False, slots=True)
-class _ThreadJob:
-    call: Call
-    context: contextvars.Context
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    on_start: OnStart = None
-    state: _JobState = _JobState.QUEUED
-    thread: threading.Thread | None = None
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """Complete ``future`` (on its loop) unless its awaiter gave up already."""
-    if future.done():
-        return
-    if error is None:
-        future.set_result(result)
-    elif isinstance(error, StopIteration):
-        # A future cannot hold StopIteration; asyncio turns it into RuntimeError the same way.
-        wrapped = RuntimeError(f"task raised StopIteration: {error}")
-        wrapped.__cause__ = error
-        future.set_exception(wrapped)
-    else:
-        future.set_exception(error)
-
-
-def _deliver(job: _ThreadJob, result: Any, error: BaseException | None) -> None:
-    """Hand a job's outcome to its loop from any thread; never raises."""
-    try:
-        job.loop.call_soon_threadsafe(_settle, job.future, result, error)
-    except RuntimeError:  # the loop is closed: nobody can receive the outcome any more
-        logger.debug("dropped the outcome of task %r: its loop is closed", job.call.task_name)
-
-
-class ThreadExecutor:
-    """Runs calls on up to ``max_workers`` daemon threads of its own.
-
-    Like ``asyncio.to_thread``, each call runs in a copy of the caller's context variables,
-    and a coroutine function runs to completion with ``asyncio.run`` in its thread. Threads
-    start on demand and idle ones are reused. A call cancelled while it runs cannot be
-    stopped: it is abandoned (see :attr:`abandoned`) and its thread exits when it returns.
-
-    Attributes:
-        max_workers: The most calls that run at once.
-        abandoned: How many of this executor's calls were abandoned on cancellation.
-    """
-
-    def __init__(self, max_workers: int) -> None:
-        self.max_workers = _check_max_workers(max_workers)
-        self.abandoned = 0
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[_ThreadJob] = deque()
-        self._threads: set[threading.Thread] = set()  # live threads that are still ours
-        self._busy: set[threading.Thread] = set()
-        self._idle = 0  # threads waiting for a job
-        self._closed = False
-
-    async def run(self, call: Call, on_start: OnStart = None) -> Any:
-        """Run ``call`` on a pool thread and return its result.
-
-        Raises:
-            RuntimeError: if the executor was shut down.
-            asyncio.CancelledError: when cancelled; a running call is abandoned, not awaited.
-        """
-        loop = asyncio.get_running_loop()
-        job = _ThreadJob(call, contextvars.copy_context(), loop, loop.create_future(), on_start)
-        self._submit(job)
-        try:
-            return await job.future
-        except asyncio.CancelledError:
-            self._withdraw(job)
-            raise
-
-    def shutdown(self) -> None:
-        """Stop idle threads and join them; idempotent.
-
-        Busy and abandoned threads finish their call and then exit (they are daemons).
-        Calls still queued fail with ``RuntimeError``, and so does any later :meth:`run`.
-        """
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            queued = list(self._queue)
-            self._queue.clear()
-            for job in queued:
-                job.state = _JobState.CANCELLED
-            idle = self._threads - self._busy
-            self._cond.notify_all()
-        for job in queued:
-            message = f"task {job.call.task_name!r} did not start: the thread pool was shut down"
-            _deliver(job, None, RuntimeError(message))
-        for thread in idle:
-            thread.join(_JOIN_TIMEOUT)
-
-    def _submit(self, job: _ThreadJob) -> None:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("this ThreadExecutor was shut down")
-            self._queue.append(job)
-            try:
-                self._grow_locked()
-            except RuntimeError:  # the OS refused a thread: do not leave the job behind
-                self._queue.remove(job)
-                raise
-            self._cond.notify()
-
-    def _grow_locked(self) -> None:
-        """Start a thread when queued jobs outnumber idle threads and the cap allows."""
-        if len(self._queue) <= self._idle or len(self._threads) >= self.max_workers:
-            return
-        name = f"auto_workflow-thread-{next(_thread_ids)}"
-        thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._threads.add(thread)
-        try:
-            thread.start()
-        except RuntimeError:
-            self._threads.discard(thread)
-            raise
-
-    def _withdraw(self, job: _ThreadJob) -> None:
-        """The awaiting task was cancelled: drop a queued job, or abandon a running one."""
-        with self._cond:
-            if job.state is _JobState.QUEUED:
-                self._queue.remove(job)
-                job.state = _JobState.CANCELLED
-                return
-            if job.state is not _JobState.RUNNING:
-                return
-            job.state = _JobState.ABANDONED
-            thread = job.thread
-            if thread is not None:  # always set while RUNNING
-                self._threads.discard(thread)
-                self._busy.discard(thread)
-            self.abandoned += 1
-        # Replace the thread on the next loop turn, not now: when a whole run is being
-        # cancelled, the queued jobs' own cancellations are still pending, and a thread
-        # started now would pick one up and run it after the run was told to stop.
-        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to serve
-            job.loop.call_soon(self._replace_abandoned)
-        _count_abandoned()
-        logger.warning(
-            "task %r was stopped (it timed out or its run was cancelled) while running in "
-            "thread %r; a thread cannot be stopped, so the call is abandoned and its thread "
-            "exits when it returns",
-            job.call.task_name,
-            thread.name if thread is not None else "?",
-        )
-
-    def _replace_abandoned(self) -> None:
-        """Start a thread for jobs still queued in place of an abandoned one, if needed."""
-        with self._cond:
-            if self._closed:
-                return
-            try:
-                self._grow_locked()
-            except RuntimeError:  # the OS refused a thread; the remaining threads still serve
-                logger.warning(
-                    "could not start a thread to replace an abandoned one", exc_info=True
-                )
-                return
-            self._cond.notify()
-
-    def _work(self) -> None:
-        """A pool thread: run jobs until shut down or until its job is abandoned."""
-        while self._serve_next():
-            pass
-
-    def _serve_next(self) -> bool:
-        job = self._next_job()
-        return job is not None and self._run_job(job)
-
-    def _next_job(self) -> _ThreadJob | None:
-        me = threading.current_thread()
-        with self._cond:
-            while not self._queue and not self._closed:
-                self._idle += 1
-                self._cond.wait()
-                self._idle -= 1
-            if self._closed:
-                self._threads.discard(me)
-                return None
-            job = self._queue.popleft()
-            job.state = _JobState.RUNNING
-            job.thread = me
-            self._busy.add(me)
-        if job.on_start is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                job.loop.call_soon_threadsafe(job.on_start)
-        return job
-
-    def _run_job(self, job: _ThreadJob) -> bool:
-        """Run ``job`` and deliver its outcome; False when it was abandoned meanwhile."""
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = job.context.run(_call_to_completion, job.call)
-        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the awaiting task
-            error = exc
-        with self._cond:
-            self._busy.discard(threading.current_thread())
-            abandoned = job.state is _JobState.ABANDONED
-            job.state = _JobState.DONE
-        if abandoned:
-            logger.debug("abandoned task %r returned; its thread exits", job.call.task_name)
-            return False
-        _deliver(job, result, error)
-        return True
 
 
 # -- in a process: the worker side ------------------------------------------------------------
@@ -442,9 +108,9 @@ def _pack_result(result: Any) -> bytes:
     try:
         payload = cloudpickle.dumps(result)
     except Exception as exc:  # noqa: BLE001 - the parent raises SerializationError for it
-        detail = f"{_type_name(exc)}: {_safe_str(exc)}"
-        return pickle.dumps(("result_unpicklable", None, _type_name(result), detail, ""))
-    return pickle.dumps(("ok", payload, _type_name(result), "", ""))
+        detail = f"{type_name(exc)}: {safe_str(exc)}"
+        return pickle.dumps(("result_unpicklable", None, type_name(result), detail, ""))
+    return pickle.dumps(("ok", payload, type_name(result), "", ""))
 
 
 def _pack_exception(kind: str, exc: BaseException) -> bytes:
@@ -454,7 +120,7 @@ def _pack_exception(kind: str, exc: BaseException) -> bytes:
         payload = cloudpickle.dumps(exc)
     except Exception:  # noqa: BLE001 - the parent substitutes a RemoteTaskError
         payload = None
-    return pickle.dumps((kind, payload, _type_name(exc), _safe_str(exc), remote_tb))
+    return pickle.dumps((kind, payload, type_name(exc), safe_str(exc), remote_tb))
 
 
 def _follow_parent_path(path_frame: bytearray) -> None:
@@ -473,7 +139,7 @@ def _serve(path_frame: bytearray, call_frame: bytearray) -> bytes:
     except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code; report anything
         return _pack_exception("load_failed", exc)
     try:
-        result = _call_to_completion(call)
+        result = call_to_completion(call)
     except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the parent
         return _pack_exception("raised", exc)
     return _pack_result(result)
@@ -561,7 +227,7 @@ def _worker_command(fd: int) -> str:
     return (
         "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         f"import sys; sys.path[:] = {_parent_path()!r}\n"
-        "from auto_workflow._executors import _worker_main\n"
+        "from auto_workflow._execution._process import _worker_main\n"
         f"_worker_main({fd})\n"
     )
 
@@ -694,11 +360,11 @@ def _dump_call(call: Call) -> bytes:
         data: bytes = cloudpickle.dumps(call)
     except Exception as exc:  # user __reduce__ code may raise anything
         culprits = (
-            f"{label} of type {_type_name(v)}" for label, v in _call_parts(call) if not _pickles(v)
+            f"{label} of type {type_name(v)}" for label, v in _call_parts(call) if not _pickles(v)
         )
         raise SerializationError(
             f"task {call.task_name!r}: {next(culprits, 'its call')} cannot be pickled to send "
-            f"it to a worker process ({_type_name(exc)}: {_safe_str(exc)}); pass a picklable "
+            f"it to a worker process ({type_name(exc)}: {safe_str(exc)}); pass a picklable "
             "value or run the task in a thread"
         ) from exc
     return data
@@ -717,7 +383,7 @@ def _add_note(error: BaseException, note: str) -> None:
     try:
         error.add_note(note)
     except TypeError:  # __notes__ was replaced by something that is not a list
-        logger.debug("could not attach the remote traceback to a %s", _type_name(error))
+        logger.debug("could not attach the remote traceback to a %s", type_name(error))
 
 
 def _unpack_reply(reply: bytearray, task_name: str, pid: int) -> Any:
@@ -729,7 +395,7 @@ def _unpack_reply(reply: bytearray, task_name: str, pid: int) -> Any:
         except Exception as exc:  # unpickling runs arbitrary code
             raise SerializationError(
                 f"task {task_name!r}: its result of type {type_name} could not be unpickled "
-                f"in the parent process ({_type_name(exc)}: {_safe_str(exc)})"
+                f"in the parent process ({type_name(exc)}: {safe_str(exc)})"
             ) from exc
     if kind == "result_unpicklable":
         raise SerializationError(
@@ -774,7 +440,7 @@ class ProcessPool:
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
-        self.max_workers = _check_max_workers(
+        self.max_workers = check_max_workers(
             max_workers if max_workers is not None else (os.cpu_count() or 1)
         )
         self._lock = threading.Lock()
@@ -811,7 +477,7 @@ class ProcessPool:
     def resize(self, max_workers: int) -> None:
         """Change :attr:`max_workers`: waiting calls may start workers at once when it grows;
         idle workers above the new cap stop now, busy ones when their call ends."""
-        _check_max_workers(max_workers)
+        check_max_workers(max_workers)
         with self._lock:
             self.max_workers = max_workers
             grants = min(max(0, max_workers - self._count), len(self._waiters))

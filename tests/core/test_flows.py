@@ -432,7 +432,7 @@ def test_fan_out_over_a_non_iterable_result_fails_that_step() -> None:
 
 
 def test_fan_out_guardrail(monkeypatch: Any) -> None:
-    from auto_workflow import _config
+    from auto_workflow._core import _config
 
     monkeypatch.setenv("AUTO_WORKFLOW_MAX_DYNAMIC_TASKS", "10")
     _config.reload_config()
@@ -452,7 +452,7 @@ def test_fan_out_guardrail(monkeypatch: Any) -> None:
 
 
 def test_default_guardrail_allows_large_fan_outs() -> None:
-    from auto_workflow import _config
+    from auto_workflow._core import _config
 
     assert _config.get_config().max_dynamic_tasks >= 100_000
 

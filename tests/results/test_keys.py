@@ -28,16 +28,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auto_workflow import task
-from auto_workflow._keys import (
+from auto_workflow._core._model import ArtifactRef
+from auto_workflow._results._functions import bind, fn_info
+from auto_workflow._results._keys import (
     CacheKeyReport,
     UnkeyableError,
-    _bind,
-    _fn_info,
     default_cache_key,
     explain,
     fingerprint,
 )
-from auto_workflow._model import ArtifactRef
 
 
 @task(cache_ttl=60)
@@ -360,7 +359,7 @@ import enum
 import sys
 
 from auto_workflow import task
-from auto_workflow._keys import default_cache_key, fingerprint
+from auto_workflow._results._keys import default_cache_key, fingerprint
 
 
 class Color(enum.Enum):
@@ -581,15 +580,15 @@ def sample(a: int, b: int = 2, c: int = 3) -> None:
     kwargs=st.dictionaries(st.sampled_from("abcd"), st.integers(), max_size=4),
 )
 def test_binding_by_hand_matches_signature_bind(args: list[int], kwargs: dict[str, int]) -> None:
-    info = _fn_info(sample)
+    info = fn_info(sample)
     try:
         bound = inspect.signature(sample).bind(*args, **kwargs)
     except TypeError:
         with pytest.raises(TypeError):
-            _bind(info, tuple(args), kwargs)
+            bind(info, tuple(args), kwargs)
         return
     bound.apply_defaults()
-    names, values = _bind(info, tuple(args), kwargs)
+    names, values = bind(info, tuple(args), kwargs)
     assert list(zip(names, values, strict=True)) == list(bound.arguments.items())
 
 
@@ -713,7 +712,7 @@ def test_numpy_arrays_are_keyed_by_dtype_shape_and_bytes() -> None:
 
 
 def test_memoized_keys_equal_computed_ones_and_keep_types_apart() -> None:
-    from auto_workflow import _keys
+    from auto_workflow._results import _keys
 
     fresh = add.with_options(name="add_memo")  # a new task object: an empty memo
     first = [key(fresh, v) for v in (1, True, "1", 1.0, 2**70, "x" * 100)]
@@ -742,7 +741,7 @@ def test_editing_the_code_object_in_place_changes_the_key() -> None:
 
 
 def test_remembered_key_is_the_default_key_or_nothing() -> None:
-    from auto_workflow._keys import remembered_key
+    from auto_workflow._results._keys import remembered_key
 
     fresh = add.with_options(name="add_remembered")
     assert remembered_key(fresh, (7,)) is None  # nothing keyed yet

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auto_workflow import FailurePolicy, task
-from auto_workflow._model import RunIn, TaskOptions
+from auto_workflow._core._model import RunIn, TaskOptions
 
 
 def sample(x: int) -> int:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from auto_workflow.exceptions import PlaceholderMisuseError
 
 if TYPE_CHECKING:
-    from auto_workflow._model import TaskOptions
+    from auto_workflow._core._model import TaskOptions
 
 __all__ = ["Graph", "Group", "Node", "Placeholder", "RunState", "iter_placeholders", "resolve"]
 

@@ -1,16 +1,4 @@
-"""Stable cache keys: one digest per task call, the same in every process and on every machine.
-
-The default key of a call is a SHA-256 digest over
-
-* the task's identity (``module:qualname`` of its function, plus the task name if it differs),
-* the task's code fingerprint: its source text (``inspect.getsource``, decorators included),
-  or, without source, a digest of its code object; plus the fingerprints of the values in
-  its closure cells, so tasks a factory builds with different values get different keys
-  (a closure value that cannot be fingerprinted, such as a client, a lock or an object,
-  makes the task's calls run uncached, with a warning naming the closure variable),
-* the task's ``persist`` option,
-* the name and :func:`fingerprint` of each bound argument, defaults applied, in signature
-  order (so ``f(1)``, ``f(a=1)`` and ``f(1, 2)`` share a key when ``b`` defaults to 2).
+"""Value fingerprints: a canonical, type-tagged encoding of argument values, digested.
 
 A fingerprint reads a value through a canonical, type-tagged, self-delimiting encoding: ``1``,
 ``1.0``, ``True``, ``"1"`` and ``b"1"`` differ, a list differs from a tuple, dicts and sets
@@ -47,20 +35,12 @@ instances of any other class. For those, pass a value instead, define
 ``__auto_workflow_key__``, or give the task a ``cache_key_fn``.
 
 A script run as ``__main__`` is named by its module spec or file name (see
-:func:`_module_label`), so ``python etl.py`` and ``auto-workflow run etl.py:flow`` agree.
-
-What the key does NOT cover: module globals the task reads, helper functions and classes it
-calls (only their names are keyed when they are passed as arguments), files and services it
-touches, and anything its code reaches other than through its arguments. The source text
-and the closure values are read once per function and process, the first time the task is
-keyed: a closure value that changes later (a list the task appends to, a counter) changes
-no key, just as a module global would not.
+:func:`module_label`), so ``python etl.py`` and ``auto-workflow run etl.py:flow`` agree.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import datetime as dt
 import decimal
@@ -81,24 +61,22 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from auto_workflow._graph import TaskLike
+    pass
 
 __all__ = [
-    "CacheKeyReport",
+    "ATOMS",
+    "UNKEYABLE_HINT",
     "UnkeyableError",
-    "default_cache_key",
-    "explain",
+    "argument_fingerprint",
+    "code_fingerprint",
     "fingerprint",
-    "remembered_key",
+    "module_label",
+    "type_label",
 ]
 
-_HINT = "pass a value instead, define __auto_workflow_key__, or give the task a cache_key_fn"
-_KEY_VERSION = "auto_workflow cache key v1"
-_INLINE_TOKEN = 48
-_MEMO_MAX = 16_384
-"""Keys remembered per task (then the memo starts afresh): at most a few MB."""
-_MEMO_INT = 2**63
-_MEMO_STR = 64
+UNKEYABLE_HINT = (
+    "pass a value instead, define __auto_workflow_key__, or give the task a cache_key_fn"
+)
 """Plain values whose encoding is at most this long are spelled out in the key's input."""
 _MAX_DEPTH = 100
 """Containers nested deeper than this are unkeyable (they would exhaust the C stack)."""
@@ -108,7 +86,6 @@ _FAST = 8
 """Longer homogeneous sequences of int, float or str are encoded in one piece."""
 _HEAPTYPE = 1 << 9
 _POINTER = 8 if sys.maxsize > 2**32 else 4
-_EMPTY_CELL = hashlib.sha256(b"~").hexdigest()
 
 _Out = list[bytes]
 _Active = set[int]
@@ -135,7 +112,7 @@ class UnkeyableError(TypeError):
         self._tail = ""
 
     def __str__(self) -> str:
-        head = f"{self.path} is {self.reason}; {_HINT}"
+        head = f"{self.path} is {self.reason}; {UNKEYABLE_HINT}"
         if not self.argument:
             return head
         closure = "closure variable "
@@ -171,7 +148,7 @@ def _article(noun: str) -> str:
     return "an" if noun[:1].lower() in "aeiou" else "a"
 
 
-def _type_label(cls: type) -> str:
+def type_label(cls: type) -> str:
     module = getattr(cls, "__module__", None)
     qualname = getattr(cls, "__qualname__", cls.__name__)
     return qualname if module in (None, "builtins") else f"{module}.{qualname}"
@@ -211,7 +188,7 @@ def _class_name(cls: type, role: str = "a class") -> str:
             f"{role} {module}.{qualname} that cannot be imported by that name, "
             "so it has no stable identity across processes"
         )
-    name = f"{_module_label(module)}:{qualname}"
+    name = f"{module_label(module)}:{qualname}"
     _CLASS_NAMES[cls] = name
     return name
 
@@ -230,10 +207,10 @@ def _function_name(fn: types.FunctionType) -> str:
             f"the function {module}.{qualname}, which cannot be imported by that name, "
             "so it has no stable identity across processes"
         )
-    return f"{_module_label(module)}:{qualname}"
+    return f"{module_label(module)}:{qualname}"
 
 
-def _module_label(module: str) -> str:
+def module_label(module: str) -> str:
     """How a module is named in keys: a script run as ``__main__`` by its file name.
 
     ``python etl.py`` runs the file as ``__main__``, while ``auto-workflow run etl.py:flow``
@@ -367,7 +344,7 @@ def _tz_part(tz: dt.tzinfo | None, offset: dt.timedelta | None, name: str | None
         return head + _timezone(tz)
     if type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
         return head + _zone(tz)
-    return head + b"x" + _str(_type_label(type(tz))) + _str(name or "")
+    return head + b"x" + _str(type_label(type(tz))) + _str(name or "")
 
 
 def _datetime(v: dt.datetime) -> bytes:
@@ -380,7 +357,7 @@ def _time(v: dt.time) -> bytes:
     return b"u%d,%d,%d,%d,%d;" % fields + _tz_part(v.tzinfo, v.utcoffset(), v.tzname())
 
 
-_ATOMS: dict[type, Callable[[Any], bytes]] = {
+ATOMS: dict[type, Callable[[Any], bytes]] = {
     type(None): _none,
     bool: _bool,
     int: _int,
@@ -411,7 +388,7 @@ _ATOMS: dict[type, Callable[[Any], bytes]] = {
 def _encode(value: Any, out: _Out, active: _Active) -> None:
     """Append the canonical encoding of ``value`` to ``out``."""
     cls = type(value)
-    atom = _ATOMS.get(cls)
+    atom = ATOMS.get(cls)
     if atom is not None:
         out.append(atom(value))
         return
@@ -423,7 +400,7 @@ def _enter(value: object, active: _Active) -> None:
     """Mark a container as being walked: refuses cycles and runaway depth."""
     key = id(value)
     if key in active:
-        label = _type_label(type(value))
+        label = type_label(type(value))
         raise UnkeyableError(f"{_article(label)} {label} that contains itself")
     if len(active) >= _MAX_DEPTH:
         raise UnkeyableError(f"a value nested more than {_MAX_DEPTH} levels deep")
@@ -595,7 +572,7 @@ _CODE_FPS: weakref.WeakKeyDictionary[Callable[..., Any], tuple[types.CodeType, s
 )
 
 
-def _code_fingerprint(fn: types.FunctionType) -> str:
+def code_fingerprint(fn: types.FunctionType) -> str:
     """Digest of a function's source text (decorators included), else of its code object.
 
     Lambdas also add their code object: several lambdas on one line share their source.
@@ -617,7 +594,7 @@ def _code_fingerprint(fn: types.FunctionType) -> str:
 
 
 def _function(fn: types.FunctionType, out: _Out, active: _Active) -> None:
-    out += (b"p", _str(_function_name(fn)), _str(_code_fingerprint(fn)))
+    out += (b"p", _str(_function_name(fn)), _str(code_fingerprint(fn)))
 
 
 def _builtin(fn: types.BuiltinFunctionType, out: _Out, active: _Active) -> None:
@@ -701,7 +678,7 @@ def _hook(v: Any, out: _Out, active: _Active) -> None:
     try:
         value = v.__auto_workflow_key__()
     except Exception as exc:
-        label = _type_label(cls)
+        label = type_label(cls)
         raise UnkeyableError(
             f"{_article(label)} {label} whose __auto_workflow_key__() raised {exc!r}"
         ) from exc
@@ -745,7 +722,7 @@ def _base_value(base: type, v: Any) -> Any:
 def _subclass(base: type, v: Any, out: _Out, active: _Active) -> None:
     state = getattr(v, "__dict__", None)
     if state:
-        label = _type_label(type(v))
+        label = type_label(type(v))
         raise UnkeyableError(
             f"{_article(label)} {label} with instance attributes ({', '.join(sorted(state))}), "
             "which the key cannot see"
@@ -812,7 +789,7 @@ def _choose(cls: type) -> _Encoder | None:
 
 
 def _why_unkeyable(cls: type) -> str:
-    label = _type_label(cls)
+    label = type_label(cls)
     if issubclass(cls, io.IOBase):
         detail = "it is an open file or stream"
     elif issubclass(cls, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
@@ -869,501 +846,14 @@ def fingerprint(value: object) -> str:
         UnkeyableError: ``value`` (or something inside it) has no stable value; the error
             says where and why.
     """
-    atom = _ATOMS.get(type(value))
+    atom = ATOMS.get(type(value))
     if atom is not None:
         return hashlib.sha256(atom(value)).hexdigest()
     return _fingerprint(value)
 
 
-def _argument_fingerprint(value: object, argument: str, root: str) -> str:
+def argument_fingerprint(value: object, argument: str, root: str) -> str:
     try:
         return fingerprint(value)
     except UnkeyableError as err:
         raise err._locate(argument, root) from None
-
-
-# -- public: one call ----------------------------------------------------------------------
-
-
-class _FnInfo:
-    """What a task function contributes to every key, read the first time it is keyed.
-
-    That first time is a snapshot: like module globals, closure values that change later
-    are not seen (a task that appends to a list it closes over keeps its key), while a
-    factory that builds each task with its own closure values gives each its own keys.
-    """
-
-    __slots__ = (
-        "bad",
-        "closure",
-        "code",
-        "code_fp",
-        "code_part",
-        "defaults",
-        "heads",
-        "identity",
-        "kwdefaults",
-        "name",
-        "names",
-        "optional",
-        "required",
-        "signature",
-    )
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.code: types.CodeType | None = getattr(fn, "__code__", None)
-        self.defaults: object = getattr(fn, "__defaults__", None)
-        self.kwdefaults: object = getattr(fn, "__kwdefaults__", None)
-        self.signature = _signature(fn)
-        self.name: str = getattr(fn, "__name__", "")
-        module = _module_label(getattr(fn, "__module__", None) or "?")
-        qualname = getattr(fn, "__qualname__", None) or _type_label(type(fn))
-        self.identity = f"{module}:{qualname}"
-        self.closure: dict[str, str] = {}
-        self.bad: dict[str, tuple[str, str]] = {}  # label -> (path, reason)
-        if isinstance(fn, types.FunctionType):
-            self.code_fp = _code_fingerprint(fn)
-            self._read_closure(fn)
-            self.code_part = _with_closure(self.code_fp, self.closure)
-        else:  # any other callable is keyed as a value
-            self.code_fp = self.code_part = self._read("task function", "task.fn", fn)
-        self.heads: dict[tuple[str, bool], _Head] = {}
-        self._plan_binding()
-
-    def _read(self, label: str, root: str, value: Any) -> str:
-        """Fingerprint of ``value``, or ``""`` with the reason noted in ``bad``."""
-        try:
-            return _argument_fingerprint(value, label, root)
-        except UnkeyableError as err:
-            self.bad[label] = (err.path, err.reason)
-            return ""
-
-    def _read_closure(self, fn: types.FunctionType) -> None:
-        cells = fn.__closure__ or ()
-        for name, cell in zip(fn.__code__.co_freevars, cells, strict=True):
-            try:
-                value = cell.cell_contents
-            except ValueError:  # a cell not assigned yet
-                self.closure[name] = _EMPTY_CELL
-                continue
-            # A value that cannot be keyed (a client, a lock, an object) may be what sets two
-            # factory-made tasks apart: never guessed at, it makes the task's calls uncached.
-            fp = self._read(f"closure variable {name}", name, value)
-            if fp:
-                self.closure[name] = fp
-
-    def _plan_binding(self) -> None:
-        """Binding by hand is exact when every parameter is positional-or-keyword."""
-        self.names: tuple[str, ...] | None = None
-        self.required = 0
-        self.optional: tuple[Any, ...] = ()
-        params = self.signature.parameters.values()
-        if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params):
-            self.names = tuple(p.name for p in params)
-            self.optional = tuple(p.default for p in params if p.default is not p.empty)
-            self.required = len(self.names) - len(self.optional)
-
-    def current(self, fn: Callable[..., Any]) -> bool:
-        """Whether ``fn`` still has the code and defaults this was worked out from."""
-        return (
-            self.code is getattr(fn, "__code__", None)
-            and self.defaults is getattr(fn, "__defaults__", None)
-            and self.kwdefaults is getattr(fn, "__kwdefaults__", None)
-        )
-
-    def default_values(self) -> list[object]:
-        """The function's default argument values, positional and keyword-only."""
-        values = list(self.defaults) if isinstance(self.defaults, tuple) else []
-        if isinstance(self.kwdefaults, dict):
-            values.extend(self.kwdefaults.values())
-        return values
-
-    def task_identity(self, task: TaskLike) -> str:
-        name = task.name
-        return self.identity if name == self.name else f"{self.identity} (task {name!r})"
-
-    def unkeyable(self) -> UnkeyableError:
-        """A fresh error for the first closure value (or callable) that has no key."""
-        label, (path, reason) = next(iter(self.bad.items()))
-        return UnkeyableError(reason, argument=label, path=path)
-
-
-def _with_closure(code_fp: str, closure: Mapping[str, str]) -> str:
-    """The code component of the key: the code fingerprint and the closure values."""
-    if not closure:
-        return code_fp
-    lines = [code_fp, *(f"{name}={fp}" for name, fp in closure.items())]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def _signature(fn: Callable[..., Any]) -> inspect.Signature:
-    # The signature of what is called: a functools.wraps decorator may add or inject
-    # arguments, so the wrapped function's signature would not bind the call.
-    try:
-        return inspect.signature(fn, follow_wrapped=False)
-    except ValueError as exc:  # some builtins have no readable signature
-        err = UnkeyableError(f"{fn!r}, whose signature cannot be read")
-        raise err._locate("task function", "task.fn") from exc
-
-
-_INFOS: weakref.WeakKeyDictionary[Callable[..., Any], _FnInfo] = weakref.WeakKeyDictionary()
-
-
-def _fn_info(fn: Callable[..., Any]) -> _FnInfo:
-    try:
-        info = _INFOS.get(fn)
-    except TypeError:  # an unhashable or non-weakrefable callable: work it out every time
-        return _FnInfo(fn)
-    if info is None or not info.current(fn):
-        info = _FnInfo(fn)
-        _INFOS[fn] = info
-    return info
-
-
-def _bind(
-    info: _FnInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """Parameter names and values, defaults applied: ``Signature.bind`` + ``apply_defaults``.
-
-    Raises:
-        TypeError: the arguments do not fit the signature.
-    """
-    names = info.names
-    if names is not None:
-        values = _bind_simple(info, names, args, kwargs)
-        if values is not None:
-            return names, values
-    bound = info.signature.bind(*args, **kwargs)  # slow path; also the one that explains
-    bound.apply_defaults()
-    return tuple(bound.arguments), tuple(bound.arguments.values())
-
-
-def _bind_simple(
-    info: _FnInfo, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, ...] | None:
-    """Bind to positional-or-keyword parameters by hand; ``None`` if they do not fit."""
-    given, required = len(args), info.required
-    if given > len(names):
-        return None
-    if not kwargs:
-        return args + info.optional[given - required :] if given >= required else None
-    values = list(args)
-    used = 0
-    for index in range(given, len(names)):
-        name = names[index]
-        if name in kwargs:
-            values.append(kwargs[name])
-            used += 1
-        elif index >= required:
-            values.append(info.optional[index - required])
-        else:
-            return None
-    return tuple(values) if used == len(kwargs) else None
-
-
-class _Head:
-    """The part of the key shared by every call of one task, and a memo of recent keys.
-
-    ``hasher`` has been fed the version, identity, code and persist flag. ``memo`` maps
-    positional-only argument tuples of small ints and strs to their keys: for those exact
-    types, tuples compare equal exactly when the calls' values are equal, so a memo hit is
-    the key the digest would give, for a fraction of its cost.
-    """
-
-    __slots__ = ("hasher", "info", "memo", "memo_ok")
-
-    def __init__(self, info: _FnInfo, hasher: Any) -> None:
-        self.info = info
-        self.hasher = hasher
-        self.memo: dict[tuple[Any, ...], str] = {}
-        # A default that can change in place (a dict, a list) would leave a memoized key
-        # behind its value: such a task computes every key.
-        self.memo_ok = all(map(_frozen, info.default_values()))
-
-    def remember(self, args: tuple[Any, ...], key: str) -> None:
-        if not self.memo_ok:
-            return
-        if len(self.memo) >= _MEMO_MAX:
-            self.memo.clear()  # bounded memory; it refills with what is called now
-        self.memo[args] = key
-
-
-def _memoizable(args: tuple[Any, ...]) -> bool:
-    """True if ``args`` holds only small plain ints and strs (see :class:`_Head`)."""
-    return all(map(_small, args))
-
-
-def _frozen(value: object) -> bool:
-    """A value that cannot change in place (tuples and frozensets of such included)."""
-    if type(value) in _FROZEN_ATOMS:
-        return True
-    if type(value) in (tuple, frozenset):
-        return all(map(_frozen, value))  # type: ignore[call-overload]
-    return False
-
-
-_FROZEN_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes})
-
-
-def _small(value: object) -> bool:
-    """A plain ``int`` or ``str`` small enough to keep in a memo."""
-    kind = type(value)
-    if kind is int:
-        return -_MEMO_INT < value < _MEMO_INT  # type: ignore[operator]
-    return kind is str and len(value) <= _MEMO_STR  # type: ignore[arg-type]
-
-
-def _head(info: _FnInfo, task: TaskLike) -> _Head:
-    """The :class:`_Head` of ``task`` (made on first use)."""
-    persist = task.options.persist
-    head = info.heads.get((task.name, persist))
-    if head is None:
-        identity = info.task_identity(task)
-        text = (
-            f"{_KEY_VERSION}\nidentity={identity!r}\ncode={info.code_part}\npersist={persist:d}\n"
-        )
-        head = info.heads[task.name, persist] = _Head(info, hashlib.sha256(text.encode()))
-    return head
-
-
-def _digest(head: _Head, names: Iterable[str], tokens: Iterable[str]) -> str:
-    hasher = head.hasher.copy()
-    hasher.update("".join([f"{n}={t}\n" for n, t in zip(names, tokens, strict=True)]).encode())
-    return str(hasher.hexdigest())
-
-
-def _token(value: object, argument: str) -> str:
-    """What one argument contributes to the key: a short plain value spelled out (readable
-    in reports, and cheaper than hashing it), anything else its :func:`fingerprint`.
-
-    The two cannot be confused: a spelled-out value starts with ``=``, a fingerprint is hex.
-    """
-    atom = _ATOMS.get(type(value))
-    if atom is not None:
-        try:
-            encoded = atom(value)
-        except UnkeyableError as err:
-            raise err._locate(argument, argument) from None
-        if len(encoded) <= _INLINE_TOKEN and encoded.isascii() and b"\n" not in encoded:
-            return "=" + encoded.decode("ascii")
-        return hashlib.sha256(encoded).hexdigest()
-    return _argument_fingerprint(value, argument, argument)
-
-
-def _info_for(task: TaskLike) -> _FnInfo:
-    """The :class:`_FnInfo` of the task's function."""
-    return _head_for(task).info
-
-
-def _head_for(task: TaskLike) -> _Head:
-    """The task's :class:`_Head`, kept on the task object when it allows attributes."""
-    head: _Head | None = getattr(task, "_aw_key_head", None)
-    if head is None or not head.info.current(task.fn):
-        info = _fn_info(task.fn)
-        head = _head(info, task)
-        with contextlib.suppress(AttributeError, TypeError):
-            task._aw_key_head = head  # type: ignore[attr-defined]
-    return head
-
-
-def remembered_key(task: TaskLike, args: tuple[Any, ...]) -> str | None:
-    """The memoized default key of a one-argument call ``task(arg)``, or ``None``: then
-    ask :func:`default_cache_key`. The hot path of a cache hit, so it does little."""
-    head: _Head | None = getattr(task, "_aw_key_head", None)
-    if head is None or len(args) != 1 or not _small(args[0]):
-        return None
-    key = head.memo.get(args)
-    if key is None or not head.info.current(task.fn):
-        return None
-    return key
-
-
-def default_cache_key(task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """The default cache key of calling ``task`` with ``args`` and ``kwargs``.
-
-    Returns:
-        A hex SHA-256 digest (see the module docstring for what it covers).
-
-    Raises:
-        UnkeyableError: an argument has no stable key (names which).
-        TypeError: the arguments do not fit the task's signature.
-    """
-    head = _head_for(task)
-    memoizable = not kwargs and _memoizable(args)
-    if memoizable:
-        key = head.memo.get(args)
-        if key is not None:
-            return key
-    info = head.info
-    names, values = _bind(info, args, kwargs)
-    if info.bad:
-        raise info.unkeyable()
-    tokens = [_token(value, name) for name, value in zip(names, values, strict=True)]
-    key = _digest(head, names, tokens)
-    if memoizable:
-        head.remember(args, key)
-    return key
-
-
-# -- explaining keys -----------------------------------------------------------------------
-
-
-def _differences(
-    what: str, mine: Mapping[str, str], theirs: Mapping[str, str], bad: tuple[Any, Any]
-) -> list[str]:
-    """Why two name -> fingerprint maps differ, name by name (``bad``: unkeyable maps)."""
-    reasons: list[str] = []
-    for name in dict.fromkeys([*mine, *bad[0], *theirs, *bad[1]]):
-        label = name if what == "other" else f"{what} {name!r}"  # "other": "task function"
-        if name in bad[0]:
-            reasons.append(f"{label} cannot be keyed in this call: {bad[0][name]}")
-        elif name in bad[1]:
-            reasons.append(f"{label} cannot be keyed in the other call: {bad[1][name]}")
-        elif name not in theirs:
-            reasons.append(f"{what} {name!r} is only in this call")
-        elif name not in mine:
-            reasons.append(f"{what} {name!r} is only in the other call")
-        elif mine[name] != theirs[name]:
-            reasons.append(f"{what} {name!r} differs")
-    return reasons
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CacheKeyReport:
-    """Why a call gets the cache key it gets (from :func:`explain`).
-
-    Attributes:
-        task: The task's name.
-        key: The key the engine would use; ``None`` when the call would run uncached.
-        identity: ``module:qualname`` of the task function (and the task name if it differs).
-        code: Fingerprint of the task function's source (or code object).
-        arguments: Bound parameter name -> fingerprint, defaults applied, in signature order
-            (parameters that cannot be keyed are in ``unkeyable`` instead).
-        unkeyable: Parameter (or ``closure variable <name>``) -> why it cannot be keyed.
-        custom: ``True`` when the task's ``cache_key_fn`` produced ``key``.
-        persist: The task's ``persist`` option (part of the default key).
-        closure: Closure variable name -> fingerprint of its value when the task was first
-            keyed in this process (part of the code component of the default key).
-    """
-
-    task: str
-    key: str | None
-    identity: str
-    code: str
-    arguments: Mapping[str, str]
-    unkeyable: Mapping[str, str]
-    custom: bool
-    persist: bool = False
-    closure: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    def diff(self, other: CacheKeyReport) -> list[str]:
-        """Human-readable reasons why ``self`` and ``other`` do not share a key.
-
-        Returns:
-            ``[]`` when both have the same (non-``None``) key.
-        """
-        if self.key is not None and self.key == other.key:
-            return []
-        reasons: list[str] = []
-        if self.custom and other.custom:
-            reasons.append("cache_key_fn returned different keys")
-        elif self.custom or other.custom:
-            which = "this call's" if self.custom else "the other call's"
-            reasons.append(f"only {which} key comes from cache_key_fn")
-        if self.identity != other.identity:
-            reasons.append(f"task identity differs ({self.identity} vs {other.identity})")
-        if self.code != other.code:
-            reasons.append("code differs")
-        if self.persist != other.persist:
-            reasons.append("persist option differs")
-        for what, mine, theirs in [
-            ("other", {}, {}),
-            ("closure", self.closure, other.closure),
-            ("argument", self.arguments, other.arguments),
-        ]:
-            bad = (_unkeyable_part(self.unkeyable, what), _unkeyable_part(other.unkeyable, what))
-            label = "closure variable" if what == "closure" else what
-            reasons += _differences(label, mine, theirs, bad)
-        return reasons or ["keys differ"]
-
-    def __str__(self) -> str:
-        if self.key is None:
-            head = (
-                f"task {self.task!r} runs uncached: {len(self.unkeyable)} value(s) cannot be keyed"
-            )
-        else:
-            source = " (from cache_key_fn)" if self.custom else ""
-            head = f"cache key of task {self.task!r}{source}: {self.key}"
-        lines = [
-            head,
-            f"  identity: {self.identity}",
-            f"  code:     {self.code[:16]}",
-            f"  persist:  {self.persist}",
-        ]
-        lines += [f"  closure variable {n}: {fp[:16]}" for n, fp in self.closure.items()]
-        lines += [f"  argument {n}: {fp[:16]}" for n, fp in self.arguments.items()]
-        for name, why in self.unkeyable.items():
-            label = name if " " in name else f"argument {name}"
-            lines.append(f"  {label}: cannot be keyed: {why}")
-        return "\n".join(lines)
-
-
-_CLOSURE = "closure variable "
-
-
-def _unkeyable_part(bad: Mapping[str, str], what: str) -> dict[str, str]:
-    """The ``closure``, ``argument`` or ``other`` entries of an ``unkeyable`` map."""
-    if what == "closure":
-        return {k[len(_CLOSURE) :]: v for k, v in bad.items() if k.startswith(_CLOSURE)}
-    if what == "argument":
-        return {k: v for k, v in bad.items() if " " not in k}
-    return {k: v for k, v in bad.items() if " " in k and not k.startswith(_CLOSURE)}
-
-
-def _explain_arguments(
-    names: Iterable[str], values: Iterable[Any]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Fingerprints of the keyable arguments, reasons for the others."""
-    prints: dict[str, str] = {}
-    bad: dict[str, str] = {}
-    for name, value in zip(names, values, strict=True):
-        try:
-            prints[name] = _token(value, name)
-        except UnkeyableError as err:
-            bad[name] = f"{err.path} is {err.reason}"
-    return prints, bad
-
-
-def explain(task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheKeyReport:
-    """Why calling ``task`` with ``args`` and ``kwargs`` gets the cache key it gets.
-
-    With a ``cache_key_fn`` the key is whatever it returns (its errors propagate); the
-    report still shows the parts of the default key, for comparison.
-
-    Raises:
-        TypeError: the arguments do not fit the task's signature.
-    """
-    fn = task.fn
-    key_fn = task.options.cache_key_fn
-    custom_key = key_fn(fn, args, kwargs) if key_fn is not None else None
-    info = _info_for(task)
-    names, values = _bind(info, args, kwargs)
-    bad = {label: f"{path} is {reason}" for label, (path, reason) in info.bad.items()}
-    arguments, bad_args = _explain_arguments(names, values)
-    bad.update(bad_args)
-    key: str | None = None
-    if key_fn is not None:
-        key = custom_key
-    elif not bad:
-        key = _digest(_head(info, task), arguments, arguments.values())
-    return CacheKeyReport(
-        task=task.name,
-        key=key,
-        identity=info.task_identity(task),
-        code=info.code_fp,
-        arguments=types.MappingProxyType(arguments),
-        unkeyable=types.MappingProxyType(bad),
-        custom=key_fn is not None,
-        persist=task.options.persist,
-        closure=types.MappingProxyType(info.closure),
-    )

@@ -16,7 +16,7 @@ from typing import Any
 
 from auto_workflow.exceptions import InvalidKeyError
 
-__all__ = ["ArtifactRef", "FailurePolicy", "RunIn", "TaskOptions"]
+__all__ = ["ArtifactRef", "FailurePolicy", "RunIn", "TaskOptions", "require_methods"]
 
 CacheKeyFn = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
 
@@ -182,3 +182,18 @@ class ArtifactRef:
 
     def __repr__(self) -> str:
         return f"ArtifactRef({self.key!r}, store={self.store!r})"
+
+
+def require_methods(obj: object, what: str, methods: dict[str, str]) -> None:
+    """Raise a TypeError naming ``what`` unless ``obj`` is an instance with ``methods``."""
+    if isinstance(obj, type):
+        raise TypeError(
+            f"{what} must be an instance; got the class {obj.__name__} (call it: "
+            f"{obj.__name__}(...))"
+        )
+    for method, signature in methods.items():
+        if not callable(getattr(obj, method, None)):
+            wanted = " and ".join(methods.values())
+            raise TypeError(
+                f"{what} must have {wanted} methods; {type(obj).__name__} has no {signature}"
+            )

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from auto_workflow import fan_out, flow, subscribe, task
-from auto_workflow._context import RunContext
-from auto_workflow._plugins import DEFAULTS
-from auto_workflow._runner import CallRunner
+from auto_workflow._core._calls import CallRunner
+from auto_workflow._core._context import RunContext
+from auto_workflow._core._plugins import DEFAULTS
 from auto_workflow.artifacts import (
     ArtifactRef,
     FilesystemArtifactStore,

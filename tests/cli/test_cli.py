@@ -25,7 +25,7 @@ import pytest
 
 from auto_workflow.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", re.MULTILINE)
 
 FLOWS = textwrap.dedent(
@@ -707,8 +707,8 @@ def test_prints_from_user_code_never_reach_stdout(work: Path, command: list[str]
 
 
 def test_a_long_summary_keeps_failures_and_counts_every_other_status() -> None:
-    from auto_workflow._cli_output import Status, TaskRecord
-    from auto_workflow._cli_output import summary_rows as rows_of
+    from auto_workflow._cli._output import Status, TaskRecord
+    from auto_workflow._cli._output import summary_rows as rows_of
 
     records = [TaskRecord(f"t:{i}", "t", Status.SKIPPED) for i in range(3000)]
     records[2500] = TaskRecord("t:2500", "t", Status.FAILED)
@@ -738,3 +738,19 @@ def test_graph_warns_when_mermaid_would_refuse_the_graph(work: Path) -> None:
     assert "this graph has 600 edges" in done.stderr
     small = cli(work, "graph", "flows.py:add", "--format", "mermaid")
     assert "edges" not in small.stderr
+
+
+@pytest.mark.parametrize("module", ["auto_workflow", "auto_workflow.cli"])
+def test_both_module_paths_run_the_same_command_line(work: Path, module: str) -> None:
+    # `python -m auto_workflow.cli` once did nothing and exited 0: a silent success.
+    ok = subprocess.run(
+        [sys.executable, "-m", module, "run", "flows.py:failing"],
+        cwd=work,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 1
+    assert "boom" in ok.stderr

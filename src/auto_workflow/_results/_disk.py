@@ -59,7 +59,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
-from auto_workflow._model import ArtifactRef, check_artifact_key
+from auto_workflow._core._model import ArtifactRef, check_artifact_key
 from auto_workflow.exceptions import (
     ArtifactNotFoundError,
     CorruptEntryWarning,

@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from auto_workflow._graph import (
+from auto_workflow._core._graph import (
     DONE,
     FAILED,
     READY,
@@ -29,7 +29,7 @@ from auto_workflow._graph import (
     Placeholder,
     RunState,
 )
-from auto_workflow._model import TaskOptions
+from auto_workflow._core._model import TaskOptions
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from auto_workflow import _runner as runner_module
 from auto_workflow import get_context, task
+from auto_workflow._core import _calls as runner_module
 from auto_workflow.exceptions import (
     ContextError,
     RetryExhaustedError,

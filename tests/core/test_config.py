@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from auto_workflow._config import Config, find_pyproject, load_config
+from auto_workflow._core._config import Config, find_pyproject, load_config
 
 
 def _project(tmp_path: Path, table: str) -> Path:
@@ -21,7 +21,7 @@ def _project(tmp_path: Path, table: str) -> Path:
 def test_every_config_key_is_validated() -> None:
     from dataclasses import fields
 
-    from auto_workflow._config import _VALIDATORS
+    from auto_workflow._core._config import _VALIDATORS
 
     assert set(_VALIDATORS) == {f.name for f in fields(Config)}
 

@@ -1,0 +1,1 @@
+"""The command line: argument parsing and commands (_main), terminal output (_output)."""
