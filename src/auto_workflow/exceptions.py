@@ -16,6 +16,8 @@ also inherits the builtin it resembles, so ``except ValueError`` and friends kee
     ├── PlaceholderMisuseError (+ TypeError)    a build-time placeholder was used as a value
     ├── FanOutLimitError (+ RuntimeError)       a dynamic fan-out exceeded max_dynamic_tasks
     ├── ContextError (+ LookupError)            get_context() called outside a run
+    ├── GraphChangedError (+ ValueError)        a resumed run's flow builds another graph
+    ├── RunNotFoundError (+ LookupError)        no recorded run has that id (or prefix)
     ├── ArtifactNotFoundError (+ KeyError)      an artifact reference points at nothing
     └── InvalidKeyError (+ ValueError)          a cache key or artifact key is unusable
 
@@ -41,10 +43,12 @@ __all__ = [
     "ContextError",
     "CorruptEntryWarning",
     "FanOutLimitError",
+    "GraphChangedError",
     "InvalidKeyError",
     "PlaceholderMisuseError",
     "RemoteTaskError",
     "RetryExhaustedError",
+    "RunNotFoundError",
     "SerializationError",
     "TaskExecutionError",
     "TimeoutError",
@@ -198,3 +202,11 @@ class CacheKeyWarning(AutoWorkflowWarning):
 
 class CorruptEntryWarning(AutoWorkflowWarning):
     """A cache entry or artifact on disk was corrupt, truncated or unreadable."""
+
+
+class GraphChangedError(AutoWorkflowError, ValueError):
+    """A durable run cannot be resumed: its flow now builds a graph of another shape."""
+
+
+class RunNotFoundError(AutoWorkflowError, LookupError):
+    """No run in the history has this id (or a unique id starting with this prefix)."""

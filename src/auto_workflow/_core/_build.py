@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from auto_workflow._core._calls import (
@@ -30,13 +30,20 @@ from auto_workflow._core._calls import (
 )
 from auto_workflow._core._config import get_config
 from auto_workflow._core._context import RunContext, use_context
+from auto_workflow._core._durable import Session, check_run_id, flow_target
 from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placeholders
+from auto_workflow._core._journal import RunSpec, installed_history
 from auto_workflow._core._model import ArtifactRef, FailurePolicy, RunIn, TaskOptions
 from auto_workflow._core._plugins import DEFAULTS, Plugins
 from auto_workflow._core._runner import FlowRunner, text_fan_out_hint
 from auto_workflow._results._keys import CacheKeyReport, explain
 from auto_workflow._results._memory import ArtifactStore, ResultCache, check_cache, check_store
-from auto_workflow.exceptions import AggregateTaskError, PlaceholderMisuseError, TaskExecutionError
+from auto_workflow.exceptions import (
+    AggregateTaskError,
+    PlaceholderMisuseError,
+    RunNotFoundError,
+    TaskExecutionError,
+)
 
 __all__ = ["Flow", "TaskDefinition", "fan_out", "flow", "task"]
 
@@ -162,7 +169,9 @@ class TaskDefinition(Generic[P, R]):
             events = calls.plugins.events
             node_id = f"{self.name}:direct"
             if events:
-                return cast(R, await call_with_events(calls, events, self, node_id, args, kwargs))
+                return cast(
+                    R, (await call_with_events(calls, events, self, node_id, args, kwargs))[0]
+                )
             return cast(R, (await calls.call(self, node_id, args, kwargs))[0])
         finally:
             calls.close()
@@ -411,9 +420,14 @@ class Flow(Generic[R]):
     body is annotated to return, with every task result filled in.
     """
 
-    def __init__(self, fn: Callable[..., R], name: str) -> None:
+    def __init__(self, fn: Callable[..., R], name: str, durable: bool | None = None) -> None:
         self.fn = fn
         self.name = name
+        self.durable = durable
+        """``@flow(durable=True)``: this flow's runs checkpoint by default (``None``: config)."""
+        self.target = flow_target(fn)
+        """Where the flow can be loaded from again (``module:name`` or ``file.py:name``);
+        recorded with each run so ``auto-workflow resume`` can rebuild it."""
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -467,6 +481,9 @@ class Flow(Generic[R]):
         max_concurrency: int | None = None,
         result_cache: ResultCache | None = None,
         artifact_store: ArtifactStore | None = None,
+        run_id: str | None = None,
+        durable: bool | None = None,
+        history: bool | None = None,
         **kwargs: Any,
     ) -> R:
         """Build and execute the flow; return its body's return value with results filled in.
@@ -478,15 +495,23 @@ class Flow(Generic[R]):
             max_concurrency: How many tasks may run at once (default: unbounded).
             result_cache: The result cache for this run (default: the default cache).
             artifact_store: The artifact store for this run (default: the default store).
+            run_id: Name this run (a date, a job id; default: a fresh id). Unique per flow,
+                except to resume a durable run.
+            durable: Checkpoint every task result so the run can be resumed (default: the
+                flow's ``@flow(durable=...)``, else the ``durable`` config key).
+            history: Record this run in the run history (default: the ``history`` config).
 
         Raises:
             TaskExecutionError: the first failure, under ``fail_fast``.
             AggregateTaskError: every failure, under ``aggregate``.
+            GraphChangedError: resuming a run whose flow now builds another graph.
+            ValueError: ``run_id`` is taken by another flow or by a non-durable run.
         """
-        policy = FailurePolicy.coerce(failure_policy)
-        limit = _check_max_concurrency(max_concurrency)
+        request = self._request(
+            args, kwargs, params, failure_policy, max_concurrency, run_id, durable, history
+        )
         plugins = _snapshot(result_cache, artifact_store)
-        return cast(R, _run_sync(self._run(args, kwargs, params, policy, limit, plugins)))
+        return cast(R, _run_sync(self._run(request, plugins)))
 
     async def run_async(
         self,
@@ -496,25 +521,103 @@ class Flow(Generic[R]):
         max_concurrency: int | None = None,
         result_cache: ResultCache | None = None,
         artifact_store: ArtifactStore | None = None,
+        run_id: str | None = None,
+        durable: bool | None = None,
+        history: bool | None = None,
         **kwargs: Any,
     ) -> R:
         """Awaitable :meth:`run`, for async callers. Cancelling it cancels the run."""
-        policy = FailurePolicy.coerce(failure_policy)
-        limit = _check_max_concurrency(max_concurrency)
+        request = self._request(
+            args, kwargs, params, failure_policy, max_concurrency, run_id, durable, history
+        )
         plugins = _snapshot(result_cache, artifact_store)
-        return cast(R, await self._run(args, kwargs, params, policy, limit, plugins))
+        return cast(R, await self._run(request, plugins))
 
-    async def _run(
+    def resume(self, run_id: str, **overrides: Any) -> R:
+        """Resume durable run ``run_id`` with the arguments it was started with.
+
+        Nodes whose checkpoint exists are not run again; the rest run. A run that had
+        succeeded returns its result without running anything. ``overrides`` are passed
+        to :meth:`run` (e.g. ``max_concurrency``).
+
+        Raises:
+            RunNotFoundError: no durable run of this flow has that id.
+        """
+        request = self._resume_request(run_id, overrides)
+        plugins = _snapshot(overrides.get("result_cache"), overrides.get("artifact_store"))
+        return cast(R, _run_sync(self._run(request, plugins)))
+
+    def _resume_request(self, run_id: str, overrides: dict[str, Any]) -> _Request:
+        check_run_id(run_id)
+        history = installed_history()
+        prior = history.lookup(run_id) if history is not None else None
+        spec = prior.call() if prior is not None and prior.call is not None else None
+        if prior is None or spec is None or prior.flow != self.name:
+            where = "the run history is off" if history is None else "no durable run"
+            raise RunNotFoundError(
+                f"cannot resume {run_id!r} of flow {self.name!r}: {where} of this flow has "
+                "that id (list runs with `auto-workflow runs`)"
+            )
+        options = {**spec.options, **overrides}
+        return self._request(
+            spec.args,
+            spec.kwargs,
+            spec.params,
+            options.get("failure_policy", FailurePolicy.FAIL_FAST),
+            options.get("max_concurrency"),
+            run_id,
+            True,
+            True,
+        )
+
+    def _request(
         self,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         params: Mapping[str, Any] | None,
-        policy: FailurePolicy,
-        limit: int | None,
-        plugins: Plugins,
-    ) -> Any:
-        run_id = new_run_id()
-        run = self._build_and_run(args, kwargs, params, policy, limit, plugins, run_id)
+        failure_policy: FailurePolicy | str,
+        max_concurrency: int | None,
+        run_id: str | None,
+        durable: bool | None,
+        history: bool | None,
+    ) -> _Request:
+        """Validate one run's options, before anything is built or recorded."""
+        if durable is not None and not isinstance(durable, bool):
+            raise TypeError(f"flow {self.name!r}: durable must be True or False; got {durable!r}")
+        if history is not None and not isinstance(history, bool):
+            raise TypeError(f"flow {self.name!r}: history must be True or False; got {history!r}")
+        return _Request(
+            args=args,
+            kwargs=kwargs,
+            params=params,
+            policy=FailurePolicy.coerce(failure_policy),
+            limit=_check_max_concurrency(max_concurrency),
+            run_id=check_run_id(run_id),
+            durable=durable,
+            history=history,
+        )
+
+    def _session(self, request: _Request) -> Session:
+        config = get_config()
+        durable = request.durable
+        if durable is None:
+            durable = self.durable if self.durable is not None else config.durable
+        spec = RunSpec(
+            run_id=request.run_id or new_run_id(),
+            flow=self.name,
+            target=self.target,
+            args=request.args,
+            kwargs=request.kwargs,
+            params=dict(request.params or {}),
+            durable=durable,
+            options={"failure_policy": request.policy.value, "max_concurrency": request.limit},
+        )
+        return Session.open(spec, config, request.history)
+
+    async def _run(self, request: _Request, plugins: Plugins) -> Any:
+        session = self._session(request)
+        run_id = session.spec.run_id
+        run = self._build_and_run(request, plugins, session)
         if plugins.tracer is None:
             return (await run)[0]
         # The flow span encloses the whole run: building the graph, running it, the result.
@@ -530,30 +633,35 @@ class Flow(Generic[R]):
         return outcome
 
     async def _build_and_run(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        params: Mapping[str, Any] | None,
-        policy: FailurePolicy,
-        limit: int | None,
-        plugins: Plugins,
-        run_id: str,
+        self, request: _Request, plugins: Plugins, session: Session
     ) -> tuple[Any, list[TaskExecutionError]]:
         """Build and run the graph; the flow's output, and the task failures it holds."""
-        graph, out, base = self._build(args, kwargs, params, plugins.store, run_id)
+        run_id = session.spec.run_id
+        graph, out, base = self._build(
+            request.args, request.kwargs, request.params, plugins.store, run_id
+        )
+        session.begin(graph)
+        limit = request.limit
         calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS)
         runner = FlowRunner(
             graph,
             calls,
-            policy=policy,
+            policy=request.policy,
             max_concurrency=limit,
             max_dynamic_tasks=get_config().max_dynamic_tasks,
+            journal=session.journal,
+            checkpoints=session.checkpoints,
         )
         try:
             await _observe_flow(calls, runner)
+        except BaseException as exc:
+            session.finish(_ended_status(exc), exc)
+            raise
         finally:
             calls.close()
-        return runner.output(out), list(runner.failures)
+        failures = list(runner.failures)
+        session.finish("failed" if failures else "succeeded", None)
+        return runner.output(out), failures
 
     def describe(
         self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
@@ -576,6 +684,27 @@ class Flow(Generic[R]):
     ) -> dict[str, list[str]]:
         """The graph as a JSON adjacency mapping ``{node: [downstream nodes]}``; runs nothing."""
         return self.build(*args, params=params, **kwargs)[0].adjacency()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Request:
+    """One run's validated options."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    params: Mapping[str, Any] | None
+    policy: FailurePolicy
+    limit: int | None
+    run_id: str | None
+    durable: bool | None
+    history: bool | None
+
+
+def _ended_status(exc: BaseException) -> str:
+    """The run status an exception out of a run stands for."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "cancelled"
+    return "failed"
 
 
 def _snapshot(cache: ResultCache | None, store: ArtifactStore | None) -> Plugins:
@@ -621,17 +750,28 @@ def flow(fn: Callable[..., R], /) -> Flow[R]: ...
 
 
 @overload
-def flow(*, name: str | None = None) -> Callable[[Callable[..., R]], Flow[R]]: ...
+def flow(
+    *, name: str | None = None, durable: bool | None = None
+) -> Callable[[Callable[..., R]], Flow[R]]: ...
 
 
-def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-    """Declare a flow. Use as ``@flow`` or ``@flow(name="etl")``.
+def flow(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    durable: bool | None = None,
+) -> Any:
+    """Declare a flow. Use as ``@flow``, ``@flow(name="etl")`` or ``@flow(durable=True)``.
 
     The body calls tasks; each call records a node and returns a placeholder that can be
-    passed to other tasks. Run it with ``.run()`` or ``await .run_async()``.
+    passed to other tasks. Run it with ``.run()`` or ``await .run_async()``. A durable
+    flow checkpoints every task result, so a run that crashed can be resumed.
     """
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"@flow name must be a non-empty string; got {name!r}")
+    if durable is not None and not isinstance(durable, bool):
+        raise TypeError(f"@flow durable must be True or False; got {durable!r}")
 
     def wrap(f: Callable[..., Any]) -> Flow[Any]:
         if not callable(f):
@@ -641,7 +781,7 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) ->
                 f"flow {getattr(f, '__name__', f)!r}: the flow body must be a plain function; "
                 "it only wires tasks together (the tasks themselves may be async)"
             )
-        return Flow(f, name or f.__name__)
+        return Flow(f, name or f.__name__, durable)
 
     return wrap(fn) if fn is not None else wrap
 

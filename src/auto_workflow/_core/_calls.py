@@ -46,6 +46,7 @@ from auto_workflow.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from auto_workflow._core._journal import RunJournal
     from auto_workflow._core._plugins import Plugins
 
 __all__ = ["DEFAULT_THREAD_WORKERS", "CallRunner", "call_with_events", "new_run_id"]
@@ -178,6 +179,8 @@ class CallRunner:
         self._inflight = _inflight_table()
         self._cache_failed = False
         self._cache_id, self._store_id = id(plugins.cache), id(plugins.store)
+        self.journal: RunJournal | None = None
+        """The run history's journal of this run, told when attempts start and fail."""
         self.call: Callable[
             [TaskLike, Any, tuple[Any, ...], dict[str, Any]], Awaitable[tuple[Any, int | str]]
         ] = self._call
@@ -442,6 +445,8 @@ class CallRunner:
     async def _attempts(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int]:
+        if self.journal is not None:
+            return await self._journaled_attempts(task, node, args, kwargs)
         opts = task.options
         total = opts.retries + 1
         attempt = 1
@@ -449,6 +454,29 @@ class CallRunner:
             try:
                 return await self._attempt(task, node, attempt, args, kwargs), attempt
             except Exception as exc:
+                if attempt >= total or isinstance(exc, SerializationError):
+                    raise self._final_error(task, exc, attempt) from exc
+                self._on_retry(task, node, attempt, exc)
+                await asyncio.sleep(_backoff(opts.retry_backoff, opts.retry_jitter, attempt))
+                attempt += 1
+
+    async def _journaled_attempts(
+        self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, int]:
+        """:meth:`_attempts` that also tells the run's journal when each attempt ran."""
+        journal = self.journal
+        assert journal is not None
+        opts = task.options
+        total = opts.retries + 1
+        attempt = 1
+        while True:
+            started = time.time()
+            if attempt > 1:
+                journal.attempt_started(node, attempt, started)
+            try:
+                return await self._attempt(task, node, attempt, args, kwargs), attempt
+            except Exception as exc:
+                journal.attempt_failed(node, attempt, started, time.time(), exc)
                 if attempt >= total or isinstance(exc, SerializationError):
                     raise self._final_error(task, exc, attempt) from exc
                 self._on_retry(task, node, attempt, exc)
@@ -623,20 +651,20 @@ async def call_with_events(
     calls: CallRunner,
     events: Any,
     task: TaskLike,
-    node_id: str,
+    node: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> Any:
+) -> tuple[Any, int | str]:
     """``calls.call`` bracketed by task_started and task_succeeded / task_failed events.
 
     A result reused from the cache or from an identical call in flight also emits
     ``task_cached`` (``attempt`` 0), and ``task_succeeded`` says whether it was ``cached``.
     """
-    base = calls.payload(task, node_id)
+    base = calls.payload(task, _node_id(node))
     events.emit("task_started", {**base, "attempt": 1})
     start = time.perf_counter()
     try:
-        value, how = await calls.call(task, node_id, args, kwargs)
+        value, how = await calls.call(task, node, args, kwargs)
     except TaskExecutionError as err:
         ms = (time.perf_counter() - start) * 1000
         failed = {"attempt": err.attempts, "duration_ms": ms, "error": repr(err)}
@@ -648,4 +676,4 @@ async def call_with_events(
         events.emit("task_cached", {**base, "attempt": 0, "source": how})
     done = {"attempt": 0 if cached else how, "duration_ms": ms, "cached": cached}
     events.emit("task_succeeded", {**base, **done})
-    return value
+    return value, how

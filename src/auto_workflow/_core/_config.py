@@ -41,6 +41,13 @@ class Config:
         result_cache_path: Directory of the filesystem result cache.
         result_cache_max_entries: LRU bound of the memory cache (``None``: unbounded).
         process_pool_max_workers: Worker processes (``None``: the number of CPUs).
+        history: ``"sqlite"`` (default: every flow run is recorded) or ``"off"``.
+        history_path: The history file (``None``: ``history.sqlite`` in the user's data
+            directory, e.g. ``~/.local/share/auto_workflow``).
+        history_retention: Runs older than this are deleted (``"30d"``, ``"12h"``; ``None``:
+            kept by age).
+        history_keep_runs: Most runs kept per flow (``None``: no bound).
+        durable: Whether runs checkpoint every task result by default (see docs/history.md).
     """
 
     log_level: str = "INFO"
@@ -52,6 +59,11 @@ class Config:
     result_cache_path: str = ".aw_cache"
     result_cache_max_entries: int | None = None
     process_pool_max_workers: int | None = None
+    history: str = "sqlite"
+    history_path: str | None = None
+    history_retention: float | None = 30 * 86400.0
+    history_keep_runs: int | None = 1000
+    durable: bool = False
 
 
 def _positive_int(key: str, value: object, source: str) -> int:
@@ -93,6 +105,56 @@ def _path(key: str, value: object, source: str) -> str:
     return value
 
 
+def _optional_path(key: str, value: object, source: str) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return _path(key, value, source)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` or a plain number of
+    seconds. Raises ValueError naming the text and the accepted forms."""
+    raw = text.strip().lower()
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _UNITS else (raw, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(
+            f"{text!r} is not a duration; write a positive number with a unit: "
+            "'30d', '12h', '90m', '45s', '2w'"
+        )
+    return seconds
+
+
+def _retention(key: str, value: object, source: str) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value) * 86400.0  # a bare number in pyproject.toml counts days
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(f"config {key}={value!r} from {source}: {exc}") from None
+    raise ValueError(f"config {key}={value!r} from {source}: must be a duration like '30d'")
+
+
+def _flag(key: str, value: object, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"config {key}={value!r} from {source}: must be true or false")
+
+
 _VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
     "log_level": _log_level,
     "max_dynamic_tasks": _positive_int,
@@ -103,6 +165,11 @@ _VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
     "result_cache_path": _path,
     "result_cache_max_entries": _optional_positive_int,
     "process_pool_max_workers": _optional_positive_int,
+    "history": _choice("sqlite", "off"),
+    "history_path": _optional_path,
+    "history_retention": _retention,
+    "history_keep_runs": _optional_positive_int,
+    "durable": _flag,
 }
 
 

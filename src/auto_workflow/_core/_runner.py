@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from auto_workflow._core._graph import SKIPPED, Graph, Node, RunState, resolve
@@ -30,6 +31,7 @@ from auto_workflow.exceptions import (
 if TYPE_CHECKING:
     pass
 from auto_workflow._core._calls import CallRunner, call_with_events
+from auto_workflow._core._journal import Checkpoints, Expansions, RunJournal
 
 __all__ = ["FlowRunner", "text_fan_out_hint"]
 
@@ -54,8 +56,16 @@ class FlowRunner:
         policy: FailurePolicy,
         max_concurrency: int | None,
         max_dynamic_tasks: int,
+        journal: RunJournal | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.state = RunState(graph, max_dynamic_tasks=max_dynamic_tasks)
+        self.journal = journal
+        self.checkpoints = checkpoints
+        self.expansions = Expansions(len(graph.nodes))
+        calls.journal = journal
+        if journal is not None or checkpoints is not None:
+            self._run_node = self._run_recorded_node  # type: ignore[method-assign]
         self.calls = calls
         self.policy = policy
         self._limit = max_concurrency if max_concurrency is not None else math.inf
@@ -165,15 +175,87 @@ class FlowRunner:
         events = self._events
         if events is None:
             return (await self.calls.call(node.task, node, args, kwargs))[0]
-        return await call_with_events(self.calls, events, node.task, node.id, args, kwargs)
+        return (await call_with_events(self.calls, events, node.task, node, args, kwargs))[0]
+
+    # -- with a run history: journal and checkpoints -----------------------------------------
+
+    async def _run_recorded_node(self, node: Node) -> None:
+        """:meth:`_run_node` that tells the journal and keeps a durable run's checkpoints."""
+        key = self.expansions.key(node) if self.checkpoints is not None else ""
+        if key and self._restore(node, key):
+            return
+        results, journal = self.state.results, self.journal
+        args, kwargs = node.args, node.kwargs
+        if node.needs_resolve:
+            args = resolve(args, results)
+            kwargs = resolve(kwargs, results)
+        self._in_task += 1
+        if journal is not None:
+            journal.task_started(node, time.time())
+        try:
+            value, how = await self._call_how(node, args, kwargs)
+        except TaskExecutionError as err:
+            if journal is not None:
+                journal.task_ended(node, "failed", err.attempts, time.time(), err, False)
+            self._on_failure(node, err)
+            return
+        except asyncio.CancelledError:
+            if journal is not None:
+                journal.task_ended(node, "cancelled", 0, time.time(), None, False)
+            raise
+        finally:
+            self._in_task -= 1
+        self._record_success(node, key, value, how)
+
+    async def _call_how(
+        self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, int | str]:
+        events = self._events
+        if events is None:
+            return await self.calls.call(node.task, node, args, kwargs)
+        return await call_with_events(self.calls, events, node.task, node, args, kwargs)
+
+    def _record_success(self, node: Node, key: str, value: Any, how: int | str) -> None:
+        """Checkpoint (before the node counts as done), journal, then mark it done."""
+        saved = bool(key) and self.checkpoints is not None and self.checkpoints.save(key, value)
+        if self.journal is not None:
+            attempts = how if isinstance(how, int) else 0
+            status = "succeeded" if attempts else "cached"
+            self.journal.task_ended(node, status, attempts, time.time(), None, saved)
+        self.state.done(node, value)
+        if self.state.has_ready():
+            self._want_worker()
+
+    def _restore(self, node: Node, key: str) -> bool:
+        """Take ``node``'s result from its checkpoint, if it has one; True if it did."""
+        assert self.checkpoints is not None
+        hit = self.checkpoints.load(key)
+        if hit is None:
+            return False
+        now = time.time()
+        if self.journal is not None:
+            self.journal.task_started(node, now)
+            self.journal.task_ended(node, "cached", 0, now, None, True)
+        if self._events is not None:
+            payload = self.calls.payload(node.task, node.id)
+            self._events.emit("task_cached", {**payload, "attempt": 0, "source": "checkpoint"})
+            done = {"attempt": 0, "duration_ms": 0.0, "cached": True}
+            self._events.emit("task_succeeded", {**payload, **done})
+        self.state.done(node, hit[0])
+        if self.state.has_ready():
+            self._want_worker()
+        return True
 
     def _on_failure(self, node: Node, err: TaskExecutionError) -> None:
         skipped = self.state.fail(node, err)
         self._errors.append(err)
         events = self._events
+        journal = self.journal
         for s in skipped:
             skip = _skip_error(s, node, err)
             self.state.set_result(s, skip)
+            if journal is not None:
+                journal.task_ended(s, "skipped", 0, time.time(), skip, False)
             if events is not None and not s.is_barrier:
                 payload = self.calls.payload(s.task, s.id, attempt=0, error=repr(skip))
                 events.emit("task_skipped", {**payload, "upstream": node.id})
@@ -193,8 +275,14 @@ class FlowRunner:
             if self._events is not None:
                 payload = self.calls.payload(node.task, node.id, attempt=1, error=repr(err))
                 self._events.emit("task_failed", {**payload, "duration_ms": 0.0})
+            if self.journal is not None:
+                self.journal.task_ended(node, "failed", 1, time.time(), err, False)
             self._on_failure(node, err)
             return
+        first = len(self.state.graph.nodes)
+        self.expansions.add(node, first)
+        if self.journal is not None:
+            self.journal.expanded(node, first, len(items))
         self.state.expand(node, items)
 
     def _fill_skipped_barriers(self) -> None:
