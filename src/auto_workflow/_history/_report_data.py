@@ -363,8 +363,10 @@ def _run_header(run: RunRecord, last: float) -> dict[str, Any]:
 def _columns(run: RunRecord, strings: _Strings, times: list[Timing]) -> dict[str, Any]:
     tasks = run.tasks
     lanes = pack_lanes(
-        [None if t.kind != "task" or x.start is None else (x.start, x.end or x.start)
-         for t, x in zip(tasks, times, strict=True)]
+        [
+            None if t.kind != "task" or x.start is None else (x.start, x.end or x.start)
+            for t, x in zip(tasks, times, strict=True)
+        ]
     )
     return {
         "name": [strings(t.task) for t in tasks],
@@ -405,4 +407,3 @@ def report_data(run: RunRecord) -> dict[str, Any]:
         "statuses": [s.value for s in STATUSES],
         "s": strings.values,
     }
-

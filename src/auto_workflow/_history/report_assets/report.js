@@ -111,7 +111,7 @@
 
   function metaItem(label, value, mono) {
     var span = el("span");
-    add(span, el("b", null, label), el("span", mono ? "mono" : null, value));
+    add(span, el("span", "k", label), el("span", mono ? "mono" : null, value));
     return span;
   }
   function paramChips() {
@@ -897,7 +897,7 @@
   table.render();
   footer();
   window.__report = {
-    ready: true, renderMs: performance.now() - started, tasks: tasks.length,
+    ready: true, renderMs: performance.now() - started, readyAt: performance.now(), tasks: tasks.length,
     lanes: gantt.laneCount(), shownRows: function () { return table.shown().length; }
   };
 })();
