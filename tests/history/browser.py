@@ -68,7 +68,7 @@ def find_chromium() -> str | None:
     """The Chromium binary: ``$CHROMIUM`` if set, else the first known name on ``PATH``."""
     explicit = os.environ.get("CHROMIUM")
     if explicit:
-        return explicit
+        return shutil.which(explicit)
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 

@@ -262,9 +262,11 @@ def test_report_shows_every_node_the_failures_and_the_counts(
         ]
     )
     failures = page.evaluate("document.getElementById('failures').textContent")
+    assert "ValueError3 calls" in failures  # the three enrich failures, as one kind
     for item in FAILED_CHILDREN:
-        assert f"ValueError: customer {1200 + item} has no CRM profile" in failures
-    assert "PermissionError: s3://audit/2024-12-06/ is read-only" in failures
+        assert f"enrich[{item}] customer {1200 + item} has no CRM profile" in failures
+    assert "PermissionError1 call" in failures
+    assert "s3://audit/2024-12-06/ is read-only" in failures
     tiles = page.evaluate(
         "Object.fromEntries([...document.querySelectorAll('#totals "
         "[data-status]')].map(t => [t.dataset.status, "
@@ -372,4 +374,11 @@ def test_ten_thousand_tasks_open_in_under_two_seconds(browser: Browser, tmp_path
     page, _ = _open(browser, run, tmp_path, "big")
     assert page.evaluate("window.__report.readyAt") < 2000
     assert page.evaluate("window.__report.lanes") == 16
+    assert page.errors() == []
+
+
+def test_a_run_with_no_task_yet_opens_without_error(browser: Browser, tmp_path: Path) -> None:
+    run = RunRecord(run_id="r", flow="starting", status=RunStatus.RUNNING, started_at=T0)
+    page, _ = _open(browser, run, tmp_path, "empty")
+    assert "no tasks yet" in page.evaluate("document.getElementById('graph').textContent")
     assert page.errors() == []

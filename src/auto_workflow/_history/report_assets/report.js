@@ -135,7 +135,7 @@
       metaItem("run", R.id, true),
       metaItem("started", fmtDate(R.started)),
       metaItem(R.ended ? "duration" : "running for", fmtDur(R.wall)),
-      metaItem("host", (R.host || "?") + (R.pid ? " (pid " + R.pid + ")" : "")),
+      R.host ? metaItem("host", R.host + (R.pid ? " (pid " + R.pid + ")" : "")) : null,
       R.target ? metaItem("target", R.target, true) : null,
       R.durable ? metaItem("durable", "yes") : null);
     add(h, row, meta, paramChips());
@@ -192,15 +192,39 @@
     add(d, el("summary", null, "Traceback"), el("pre", "tb", text));
     return d;
   }
-  function failureItem(i) {
+  function failureLine(i) {
     var e = errorOf(i) || { type: "failed", message: "", traceback: "" };
-    var box = el("div", "failure");
-    box.setAttribute("data-task", nodeIdOf(i));
+    var line = el("div", "failure-line");
+    line.setAttribute("data-task", nodeIdOf(i));
     var who = el("button", "link who", labelOf(i));
     who.addEventListener("click", function () { selectTask(i, true); });
-    var tries = T.n[i] > 1 ? " · after " + T.n[i] + " attempts" : "";
-    add(box, who, el("span", "count", " " + nodeIdOf(i) + tries),
-      el("div", "what", e.type + ": " + e.message), tracebackBlock(e.traceback, false));
+    var tries = T.n[i] > 1 ? " after " + T.n[i] + " attempts" : "";
+    add(line, who, el("span", "what", " " + e.message), el("span", "count", tries));
+    return line;
+  }
+  /* Failures of one task with one error type: 1,000 identical ones read as one line. */
+  function failureGroups(failed) {
+    var groups = new Map();
+    failed.forEach(function (i) {
+      var e = errorOf(i), key = nameOf(i) + "\u0000" + (e ? e.type : "");
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(i);
+    });
+    return Array.from(groups.values());
+  }
+  function failureGroup(list) {
+    var first = list[0], e = errorOf(first) || { type: "failed", message: "", traceback: "" };
+    var box = el("div", "failure");
+    var head = add(el("div", "failure-head"), el("span", "who", nameOf(first)),
+      el("span", "etype", e.type), el("span", "count", list.length === 1 ? "1 call" :
+        list.length.toLocaleString("en-US") + " calls"));
+    add(box, head);
+    list.slice(0, 3).forEach(function (i) { box.appendChild(failureLine(i)); });
+    if (list.length > 3) {
+      box.appendChild(linkButton("… and " + (list.length - 3).toLocaleString("en-US") +
+        " more: show them in the table", function () { table.onlyFailures(nameOf(first)); }));
+    }
+    box.appendChild(tracebackBlock(e.traceback, false));
     return box;
   }
   function renderFailures() {
@@ -208,14 +232,15 @@
     if (!failed.length && !R.error) return;
     var box = document.getElementById("failures");
     box.hidden = false;
-    var head = add(el("div", "card-head"), el("h2", null, "Failures (" + failed.length + ")"));
-    box.appendChild(head);
+    var groups = failureGroups(failed);
+    var title = "Failures: " + failed.length.toLocaleString("en-US") +
+      (groups.length > 1 ? " in " + groups.length + " kinds" : "");
+    box.appendChild(add(el("div", "card-head"), el("h2", null, title)));
     if (R.error && R.traceback) box.appendChild(tracebackBlock(R.traceback, false));
-    failed.slice(0, 10).forEach(function (i) { box.appendChild(failureItem(i)); });
-    if (failed.length > 10) {
-      var more = el("button", "link more", "and " + (failed.length - 10) + " more: show them in the table");
-      more.addEventListener("click", function () { table.onlyStatus("failed"); });
-      box.appendChild(more);
+    groups.slice(0, 8).forEach(function (list) { box.appendChild(failureGroup(list)); });
+    if (groups.length > 8) {
+      box.appendChild(linkButton("and " + (groups.length - 8) + " more kinds: show all failures " +
+        "in the table", function () { table.onlyStatus("failed"); }));
     }
   }
 
@@ -239,7 +264,7 @@
     var t = document.getElementById("timeline-legend");
     statusLegend(t);
     t.appendChild(legendItem(RETRY, "backoff between attempts", "dash"));
-    t.appendChild(legendItem(CRIT, "critical path", "ring"));
+    t.appendChild(legendItem(CRIT, "critical path (outlined; band under the axis)", "ring"));
     t.appendChild(el("span", "hint", "drag: pan · ctrl+wheel: zoom · double-click: fit"));
   }
 
@@ -398,6 +423,7 @@
     var box = document.getElementById("graph");
     box.textContent = "";
     var built = graphItems(), items = built.items, edges = graphEdges(built.keyOf);
+    if (!items.length) { box.appendChild(el("div", "hint", "This run has no tasks yet.")); return; }
     var g = layoutGraph(items, edges), crit = critEdges(built.keyOf);
     var size = g.graph();
     var root = svg("svg", { width: Math.ceil(size.width), height: Math.ceil(size.height),
@@ -494,14 +520,14 @@
   var gantt = (function () {
     var lanes = [], laneCount = 0, rowH = 18, wall = Math.max(R.wall || 0, 1);
     var view = [0, wall * 1.02], body, axis, scroll, spacer, tip, width = 800, height = 0;
-    var AXIS_H = 26;
+    var AXIS_H = 26, selected = null;
 
     function buildLanes() {
       tasks.forEach(function (i) { if (T.ln[i] >= 0) laneCount = Math.max(laneCount, T.ln[i] + 1); });
       for (var l = 0; l < laneCount; l++) lanes.push([]);
       tasks.forEach(function (i) { if (T.ln[i] >= 0) lanes[T.ln[i]].push(i); });
       lanes.forEach(function (lane) { lane.sort(function (a, b) { return T.s[a] - T.s[b]; }); });
-      rowH = laneCount > 200 ? 8 : laneCount > 40 ? 12 : 20;
+      rowH = laneCount > 200 ? 6 : laneCount > 40 ? 10 : laneCount > 12 ? 16 : 22;
     }
     function x(ms) { return (ms - view[0]) / (view[1] - view[0]) * width; }
     function msAt(px) { return view[0] + px / width * (view[1] - view[0]); }
@@ -530,10 +556,11 @@
       ctx.strokeStyle = "#d1d5db";
       ticks().forEach(function (t) {
         var px = Math.round(x(t)) + 0.5;
-        ctx.beginPath(); ctx.moveTo(px, AXIS_H - 6); ctx.lineTo(px, AXIS_H); ctx.stroke();
+        ctx.beginPath(); ctx.moveTo(px, 0); ctx.lineTo(px, 6); ctx.stroke();
         ctx.fillText(fmtDur(t), px + 3, 15);
       });
       ctx.beginPath(); ctx.moveTo(0, AXIS_H - 0.5); ctx.lineTo(width, AXIS_H - 0.5); ctx.stroke();
+      drawCriticalBand(ctx);
     }
     function firstVisible(lane) {
       var lo = 0, hi = lane.length;
@@ -590,17 +617,20 @@
       return { x0: x(T.s[i]), x1: Math.max(x(T.e[i]), x(T.s[i]) + 1.5), y: y, h: h };
     }
     function drawCritical(ctx, top) {
-      var prev = null;
       ctx.strokeStyle = CRIT; ctx.lineWidth = 2;
       D.cp.forEach(function (i) {
         if (isBarrier[i] || T.ln[i] < 0) return;
         var b = barBox(i, top);
         ctx.strokeRect(b.x0 - 1, b.y - 1, b.x1 - b.x0 + 2, b.h + 2);
-        if (prev) {
-          ctx.beginPath(); ctx.moveTo(prev.x1 + 1, prev.y + prev.h / 2);
-          ctx.lineTo(b.x0 - 1, b.y + b.h / 2); ctx.stroke();
-        }
-        prev = b;
+      });
+    }
+    /* The critical path's stretches of time, as a band under the axis. */
+    function drawCriticalBand(ctx) {
+      ctx.fillStyle = CRIT;
+      D.cp.forEach(function (i) {
+        if (isBarrier[i] || T.s[i] === null) return;
+        var x0 = x(T.s[i]), x1 = Math.max(x(T.e[i]), x0 + 1.5);
+        ctx.fillRect(x0, AXIS_H - 5, x1 - x0, 4);
       });
     }
     function drawGrid(ctx) {
@@ -617,6 +647,11 @@
       var first = Math.floor(top / rowH), last = Math.min(laneCount, Math.ceil((top + height) / rowH));
       for (var l = first; l < last; l++) drawLane(ctx, lanes[l], l * rowH - top + 2, rowH - 4);
       drawCritical(ctx, top);
+      if (selected !== null && T.ln[selected] >= 0) {
+        var b = barBox(selected, top);
+        ctx.strokeStyle = "#111827"; ctx.lineWidth = 2;
+        ctx.strokeRect(b.x0 - 2, b.y - 2, b.x1 - b.x0 + 4, b.h + 4);
+      }
       drawAxis();
     }
     function hit(ev) {
@@ -695,7 +730,9 @@
       resize(); listen(); draw();
     }
     function focus(i) {
-      if (T.ln[i] < 0) return;
+      selected = i;
+      if (!laneCount) return;
+      if (T.ln[i] < 0) { draw(); return; }
       scroll.scrollTop = Math.max(0, T.ln[i] * rowH - height / 2);
       draw();
     }
@@ -826,6 +863,11 @@
       });
     }
     function onlyStatus(s) { setStatuses(s); group = null; refresh(); scrollTo(); }
+    function onlyFailures(name) {
+      var input = document.getElementById("task-search");
+      input.value = name; text = name.toLowerCase();
+      onlyStatus("failed");
+    }
     function onlyGroup(g) { setStatuses(null); group = g; refresh(); scrollTo(); }
     function scrollTo() { document.getElementById("tasks-card").scrollIntoView({ behavior: "auto" }); }
     function select(i) {
@@ -836,7 +878,7 @@
       }
       draw();
     }
-    return { render: render, onlyStatus: onlyStatus, onlyGroup: onlyGroup, select: select,
+    return { render: render, onlyStatus: onlyStatus, onlyFailures: onlyFailures, onlyGroup: onlyGroup, select: select,
       shown: function () { return shown; } };
   })();
 
