@@ -270,24 +270,30 @@ def _remove_if_same(path: str, opened: os.stat_result) -> bool:
     return True
 
 
-def _write_atomic(path: str, parts: list[bytes]) -> None:
-    """Make ``path`` hold ``parts`` joined, all or nothing, even if the process is killed."""
+def _write_atomic(path: str, parts: list[bytes], *, sync: bool = True, mode: int = 0o666) -> None:
+    """Make ``path`` hold ``parts`` joined, all or nothing, even if the process is killed.
+
+    ``sync=False`` skips the fsyncs: the entry is still never torn (write then rename, and
+    the checksum), and survives the process being killed, but a power loss may lose it.
+    """
     directory, name = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o777 if mode == 0o666 else 0o700, exist_ok=True)
     temp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temp, _OPEN_TEMP, 0o666)
+    fd = os.open(temp, _OPEN_TEMP, mode)
     try:
         with open(fd, "wb") as file:
             file.writelines(parts)
-            file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
         _replace(temp, path)
     except BaseException:
         # An error or an interrupt: the entry keeps its old content, the temp file goes.
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_directory(directory)
+    if sync:
+        _fsync_directory(directory)
 
 
 def _replace(temp: str, path: str) -> None:
@@ -400,6 +406,9 @@ class FilesystemResultCache:
         clock: Wall-clock time in seconds, used for stored-at times, TTLs and the prune
             schedule (tests pass a fake).
         prune_interval: ``set`` runs :meth:`prune` at most once per this many seconds.
+        sync: fsync each entry and its directory (``False``: still never torn and safe
+            from a killed process, but a power loss may lose the latest entries).
+        private: entries readable by the user alone (0600, directories 0700).
     """
 
     def __init__(
@@ -408,8 +417,12 @@ class FilesystemResultCache:
         *,
         clock: Callable[[], float] = time.time,
         prune_interval: float = 300.0,
+        sync: bool = True,
+        private: bool = False,
     ) -> None:
         self._configure(path, clock, prune_interval)
+        self._sync = bool(sync)
+        self._mode = 0o600 if private else 0o666
 
     def _configure(
         self, path: str | os.PathLike[str], clock: Callable[[], float], prune_interval: float
@@ -424,10 +437,18 @@ class FilesystemResultCache:
         self._schedule = _Schedule(self._prune_interval)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": str(self.path), "clock": self._clock, "interval": self._prune_interval}
+        return {
+            "path": str(self.path),
+            "clock": self._clock,
+            "interval": self._prune_interval,
+            "sync": self._sync,
+            "mode": self._mode,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._configure(state["path"], state["clock"], state["interval"])
+        self._sync = state.get("sync", True)
+        self._mode = state.get("mode", 0o666)
 
     def __repr__(self) -> str:
         interval = self._prune_interval
@@ -505,9 +526,8 @@ class FilesystemResultCache:
         expires_at = math.inf if ttl is None else stored_at + ttl
         codec = _CODECS["pickle"]
         key_bytes = _encode_key(key)
-        _write_atomic(
-            path, _entry_parts(_KIND_CACHE, codec, stored_at, expires_at, key_bytes, payload)
-        )
+        parts = _entry_parts(_KIND_CACHE, codec, stored_at, expires_at, key_bytes, payload)
+        _write_atomic(path, parts, sync=self._sync, mode=self._mode)
         if self._schedule.due(stored_at):
             self.prune()
 

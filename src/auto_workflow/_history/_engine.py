@@ -1,0 +1,225 @@
+"""The run history the engine records into: the core's ``RunHistory`` over the SQLite
+writer, the reading store and the checkpoint directories.
+
+:func:`install` (called by the public faces when ``auto_workflow`` is imported) gives the
+core a factory; nothing is opened until a run asks for it. One :class:`SqliteHistory` is
+kept per history file and process, so all runs share one writer thread.
+
+Invariants: the journal's node calls append one tuple to the writer's queue (the writer
+formats errors, declares nodes and redacts secrets on its own thread, never the
+scheduler's); a journal method never raises; the run's final status is flushed before
+``finish`` returns (or the writer has given up, with one warning).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from auto_workflow._core._config import Config, get_config
+from auto_workflow._core._durable import signature_digest
+from auto_workflow._core._journal import (
+    Expansions,
+    PriorRun,
+    RunSpec,
+    install_history,
+)
+from auto_workflow._history._checkpoints import RunCheckpoints
+from auto_workflow._history._paths import checkpoint_dir, default_history_path
+from auto_workflow._history._records import ErrorRecord, RunStatus, TaskStatus
+from auto_workflow._history._store import HistoryStore
+from auto_workflow._history._writer import HistoryWriter, Retention, WriterOptions
+from auto_workflow.exceptions import TaskExecutionError
+
+if TYPE_CHECKING:
+    from auto_workflow._core._graph import Graph, Node
+
+__all__ = ["SqliteHistory", "error_record", "history_for", "install"]
+
+_TASK_STATUS = {s.value: s for s in TaskStatus}
+_RUN_STATUS = {s.value: s for s in RunStatus}
+_LOCK = threading.Lock()
+_OPEN: dict[tuple[Path, float | None, int | None], SqliteHistory] = {}
+_FINAL_FLUSH = 10.0
+
+
+def history_path(config: Config) -> Path:
+    """The history file the configuration names (default: the user's data directory)."""
+    if config.history_path:
+        return Path(config.history_path).expanduser().absolute()
+    return default_history_path()
+
+
+def history_for(config: Config) -> SqliteHistory | None:
+    """The process's history for ``config`` (``None`` when ``history = "off"``)."""
+    if config.history == "off":
+        return None
+    path = history_path(config)
+    key = (path, config.history_retention, config.history_keep_runs)
+    with _LOCK:
+        found = _OPEN.get(key)
+        if found is None:
+            found = _OPEN[key] = SqliteHistory(path, _retention(config))
+        return found
+
+
+def _retention(config: Config) -> Retention | None:
+    age, keep = config.history_retention, config.history_keep_runs
+    if age is None and keep is None:
+        return None
+    return Retention(
+        max_age_days=(age / 86400.0) if age is not None else 1e9,
+        keep_last=keep if keep is not None else 2**62,
+    )
+
+
+def install() -> None:
+    """Make the SQLite history the one every flow run records into (lazily)."""
+    install_history(lambda: history_for(get_config()))
+
+
+def error_record(error: BaseException) -> ErrorRecord:
+    """An error as the history keeps it: the user's exception's type, message, traceback."""
+    shown = error
+    if isinstance(error, TaskExecutionError) and error.original is not None:
+        if not type(error).__name__.startswith("Upstream"):
+            shown = error.original
+    kind = type(shown)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    text = "".join(traceback.format_exception(shown)) if shown.__traceback__ else ""
+    return ErrorRecord(type=name, message=str(shown), traceback=text)
+
+
+class SqliteHistory:
+    """The core's ``RunHistory`` over one history file."""
+
+    def __init__(self, path: Path, retention: Retention | None) -> None:
+        self.path = path
+        self.checkpoint_root = checkpoint_dir(path)
+        self.writer = HistoryWriter(path, WriterOptions(retention=retention))
+        self.store = HistoryStore(path)
+
+    def lookup(self, run_id: str) -> PriorRun | None:
+        """What the history holds under ``run_id`` (after committing pending writes)."""
+        self.writer.flush(_FINAL_FLUSH)
+        summary = self.store.find_run(run_id)
+        if summary is None:
+            return None
+        checkpoints = RunCheckpoints(self.checkpoint_root, run_id)
+        return PriorRun(
+            flow=summary.flow,
+            status=summary.status.value,
+            durable=summary.durable,
+            signature=self.store.graph_signature(run_id),
+            shape=checkpoints.shape,
+            call=checkpoints.call,
+        )
+
+    def begin(
+        self, spec: RunSpec, graph: Graph, shape: list[str], resumed: bool
+    ) -> tuple[_Journal, RunCheckpoints | None]:
+        """Record the run's start and its nodes; open a durable run's checkpoints."""
+        self.writer.run_started(
+            spec.run_id,
+            flow=spec.flow,
+            target=spec.target,
+            params=spec.params,
+            args=spec.args,
+            kwargs=spec.kwargs,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            durable=spec.durable,
+            graph_signature=signature_digest(shape),
+        )
+        journal = _Journal(self.writer, spec.run_id, graph)
+        checkpoints = None
+        if spec.durable:
+            checkpoints = RunCheckpoints(self.checkpoint_root, spec.run_id)
+            if not resumed:
+                checkpoints.save_call(spec, shape)
+        return journal, checkpoints
+
+
+class _Journal:
+    """One run's journal: each call appends one op to the writer's queue."""
+
+    __slots__ = ("_expansions", "_graph", "_retries", "_run_id", "_writer")
+
+    def __init__(self, writer: HistoryWriter, run_id: str, graph: Graph) -> None:
+        self._writer = writer
+        self._run_id = run_id
+        self._graph = graph
+        self._expansions = Expansions(len(graph.nodes))
+        self._retries: dict[int, tuple[int, float]] = {}
+        writer.nodes_declared_lazily(run_id, _declarations(graph, 0, len(graph.nodes), None))
+
+    def task_started(self, node: Node, at: float) -> None:
+        self._writer.task_started(self._run_id, node.index, at)
+
+    def task_ended(
+        self,
+        node: Node,
+        status: str,
+        attempts: int,
+        at: float,
+        error: BaseException | None,
+        checkpoint: bool,
+    ) -> None:
+        retry = self._retries.pop(node.index, None) if self._retries else None
+        if retry is not None and error is None:
+            self._writer.attempt_ended(self._run_id, node.index, retry[0], retry[1], at, None)
+        record = None if error is None else error_record(error)
+        state = _TASK_STATUS[status]
+        self._writer.task_ended(self._run_id, node.index, state, attempts, at, record, checkpoint)
+
+    def attempt_started(self, node: object, number: int, at: float) -> None:
+        index = getattr(node, "index", None)
+        if index is not None:
+            self._retries[index] = (number, at)
+
+    def attempt_failed(
+        self, node: object, number: int, started: float, ended: float, error: BaseException
+    ) -> None:
+        index = getattr(node, "index", None)
+        if index is None:
+            return
+        self._retries.pop(index, None)
+        record = error_record(error)
+        self._writer.attempt_ended(self._run_id, index, number, started, ended, record)
+
+    def expanded(self, barrier: Node, first: int, count: int) -> None:
+        self._expansions.add(barrier, first)
+        decls = _declarations(self._graph, first, first + count, (barrier.id, first))
+        self._writer.nodes_declared_lazily(self._run_id, decls)
+
+    def finish(self, status: str, error: BaseException | None, at: float) -> None:
+        record = None if error is None else error_record(error)
+        self._writer.run_ended(self._run_id, _RUN_STATUS[status], at, record)
+        self._writer.flush(_FINAL_FLUSH)
+
+
+def _declarations(
+    graph: Graph, start: int, stop: int, origin: tuple[str, int] | None
+) -> Iterator[tuple[Any, ...]]:
+    """Node declarations, made on the writer thread when it gets to them.
+
+    ``origin`` is ``(barrier id, first child index)`` for a fan-out's children.
+    """
+    nodes = graph.nodes[start:stop]  # a snapshot: the list only ever grows
+    every = graph.nodes
+    for node in nodes:
+        upstream = tuple(every[d].id for d in node.deps)
+        kind = "fanout" if node.is_barrier else "task"
+        if origin is None:
+            yield (node.index, node.id, node.display_name, kind, upstream, None, None)
+        else:
+            barrier_id, first = origin
+            item = node.index - first
+            yield (node.index, node.id, node.task.name, kind, (barrier_id,), barrier_id, item)
