@@ -1,0 +1,36 @@
+"""Fixtures for the run history tests: a history file in ``tmp_path`` and writers on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from auto_workflow._history._store import HistoryStore
+from auto_workflow._history._writer import HistoryWriter, WriterOptions
+
+
+@pytest.fixture
+def history_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "history.sqlite"
+
+
+@pytest.fixture
+def make_writer(history_path: Path) -> Iterator[Callable[..., HistoryWriter]]:
+    """Writers on ``history_path`` (or another path), all closed after the test."""
+    made: list[HistoryWriter] = []
+
+    def make(path: Path | None = None, **options: object) -> HistoryWriter:
+        writer = HistoryWriter(path or history_path, WriterOptions(**options))  # type: ignore[arg-type]
+        made.append(writer)
+        return writer
+
+    yield make
+    for writer in made:
+        writer.close()
+
+
+@pytest.fixture
+def store(history_path: Path) -> HistoryStore:
+    return HistoryStore(history_path)
