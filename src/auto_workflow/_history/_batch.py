@@ -1,0 +1,225 @@
+"""One batch of queued history ops, coalesced into as few row writes as possible.
+
+The writer thread drains its queue into a :class:`Batch` (pure Python, no I/O), then calls
+:meth:`Batch.apply` inside one transaction. Invariants:
+
+- Each task row the batch touches is written once: its declaration, start and end (any
+  that arrived in this batch) merge into one ``INSERT ... ON CONFLICT DO UPDATE`` that sets
+  exactly those columns, so a row written by an earlier batch keeps the rest.
+- ``apply`` only reads the batch and writes the database, so it can run again after a
+  rollback (the writer retries a busy transaction).
+- A run's stored ``counts`` are computed when it ends, after this batch's task rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+from auto_workflow._history._liveness import process_start_time, this_host
+from auto_workflow._history._schema import UNIT_SEPARATOR, encode_counts, task_counts
+from auto_workflow._history._values import redacted_error
+
+__all__ = [
+    "ATTEMPT",
+    "FLUSH",
+    "NODES",
+    "RUN_ENDED",
+    "RUN_STARTED",
+    "TASK_ENDED",
+    "TASK_STARTED",
+    "Batch",
+    "FlushMarker",
+]
+
+# Op codes: the first item of each queued tuple (plain tuples keep the hot path cheap).
+RUN_STARTED, NODES, TASK_STARTED, ATTEMPT, TASK_ENDED, RUN_ENDED, FLUSH = range(7)
+
+_DECL = ("node", "task", "kind", "upstream", "fanout", "item")
+_START = ("started_at", "status")
+_END = (
+    "status",
+    "attempts",
+    "ended_at",
+    "error_type",
+    "error_message",
+    "error_traceback",
+    "checkpoint",
+)
+_RUNNING = "running"
+
+_RUN_UPSERT = """
+    INSERT INTO runs (id, flow, target, params, args, kwargs, host, pid, started_at,
+                      durable, graph_signature, proc_start, status)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')
+    ON CONFLICT (id) DO UPDATE SET
+        flow = excluded.flow, target = excluded.target, params = excluded.params,
+        args = excluded.args, kwargs = excluded.kwargs, host = excluded.host,
+        pid = excluded.pid, started_at = excluded.started_at, durable = excluded.durable,
+        graph_signature = excluded.graph_signature, proc_start = excluded.proc_start,
+        status = 'running', ended_at = NULL, counts = NULL, error_type = NULL,
+        error_message = NULL, error_traceback = NULL
+"""
+_RUN_END = """
+    UPDATE runs SET status = ?, ended_at = ?, error_type = ?, error_message = ?,
+                    error_traceback = ?, counts = ?
+    WHERE rid = ?
+"""
+_ATTEMPT_UPSERT = "INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+class FlushMarker:
+    """Queued by ``flush()``; resolved once every op queued before it is committed."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+    def resolve(self, ok: bool) -> None:
+        """Record the outcome and wake the waiter."""
+        self.ok = ok
+        self.done.set()
+
+
+def _task_upsert(columns: tuple[str, ...]) -> str:
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+    return (
+        f"INSERT INTO tasks (run, idx, {names}) VALUES (?, ?, {marks}) "
+        f"ON CONFLICT (run, idx) DO UPDATE SET {updates}"
+    )
+
+
+def _columns(decl: bool, start: bool, end: bool) -> tuple[str, ...]:
+    cols: tuple[str, ...] = _DECL if decl else ()
+    if start:
+        cols += ("started_at",) if end else _START
+    return cols + (_END if end else ())
+
+
+_UPSERTS = {
+    (d, s, e): _task_upsert(_columns(d, s, e))
+    for d in (False, True)
+    for s in (False, True)
+    for e in (False, True)
+    if d or s or e
+}
+
+
+def _declared_row(node: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
+    """``(index, declared columns)`` of one ``nodes_declared`` entry."""
+    index, node_id, task, kind, upstream, fanout, item = node
+    compact_node = None if node_id == f"{task}:{index}" else node_id
+    compact_kind = None if kind == "task" else kind
+    joined = UNIT_SEPARATOR.join(upstream) if upstream else None
+    return index, (compact_node, task, compact_kind, joined, fanout, item)
+
+
+class Batch:
+    """Ops drained from the queue, merged per run and per task row (see module docstring)."""
+
+    __slots__ = ("attempts", "declared", "ended", "markers", "run_ends", "run_starts", "started")
+
+    def __init__(self) -> None:
+        self.run_starts: dict[str, tuple[Any, ...]] = {}
+        self.declared: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self.started: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self.ended: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self.attempts: list[tuple[str, tuple[Any, ...]]] = []
+        self.run_ends: dict[str, tuple[Any, ...]] = {}
+        self.markers: list[FlushMarker] = []
+
+    @property
+    def has_writes(self) -> bool:
+        """False for a batch of flush markers only."""
+        parts = (self.run_starts, self.declared, self.started, self.ended, self.attempts)
+        return any(parts) or bool(self.run_ends)
+
+    def add(self, op: tuple[Any, ...]) -> None:
+        """Merge one queued op into the batch."""
+        code = op[0]
+        if code == TASK_STARTED:
+            self.started[(op[1], op[2])] = (op[3], _RUNNING)
+        elif code == TASK_ENDED:
+            self._add_end(op)
+        elif code == ATTEMPT:
+            self._add_attempt(op)
+        elif code == NODES:
+            for node in op[2]:
+                index, row = _declared_row(node)
+                self.declared[(op[1], index)] = row
+        elif code == RUN_STARTED:
+            self.run_ends.pop(op[1], None)  # a run restarted under the same id runs again
+            self.run_starts[op[1]] = op[2]
+        elif code == RUN_ENDED:
+            _, run_id, status, ended_at, error = op
+            self.run_ends[run_id] = (str(status), ended_at, *redacted_error(error))
+        elif code == FLUSH:
+            self.markers.append(op[1])
+
+    def _add_end(self, op: tuple[Any, ...]) -> None:
+        _, run_id, index, status, attempts, ended_at, error, checkpoint = op
+        error_cols = redacted_error(error)
+        self.ended[(run_id, index)] = (str(status), attempts, ended_at, *error_cols, checkpoint)
+
+    def _add_attempt(self, op: tuple[Any, ...]) -> None:
+        _, run_id, index, number, started_at, ended_at, error = op
+        # A single attempt that succeeded is the task row itself: no attempt row needed.
+        if error is not None or number > 1:
+            row = (index, number, started_at, ended_at, *redacted_error(error))
+            self.attempts.append((run_id, row))
+
+    def resolve(self, ok: bool) -> None:
+        """Wake every ``flush()`` waiting on this batch."""
+        for marker in self.markers:
+            marker.resolve(ok)
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        """Write the batch (inside the caller's transaction)."""
+        host = this_host()
+        for run_id, row in self.run_starts.items():
+            proc_start = process_start_time(row[6]) if row[5] == host else None
+            conn.execute(_RUN_UPSERT, (run_id, *row, proc_start))
+        rids: dict[str, int] = {}
+        self._apply_tasks(conn, rids)
+        rows = [(_rid(conn, rids, run_id), *row) for run_id, row in self.attempts]
+        conn.executemany(_ATTEMPT_UPSERT, rows)
+        for run_id, (status, *rest) in self.run_ends.items():
+            rid = _rid(conn, rids, run_id)
+            counts = encode_counts(task_counts(conn, rid, live=status == _RUNNING))
+            conn.execute(_RUN_END, (status, *rest, counts, rid))
+
+    def _apply_tasks(self, conn: sqlite3.Connection, rids: dict[str, int]) -> None:
+        groups: dict[tuple[bool, bool, bool], list[tuple[Any, ...]]] = {}
+        declared, started, ended = self.declared, self.started, self.ended
+        # Key order is (run, build index): B-tree appends fill pages and keep the file small.
+        for key in sorted(declared.keys() | started.keys() | ended.keys()):
+            d, s, e = declared.get(key), started.get(key), ended.get(key)
+            values = (d or ()) + ((s[:1] if e else s) if s else ()) + (e or ())
+            row = (_rid(conn, rids, key[0]), key[1], *values)
+            groups.setdefault((d is not None, s is not None, e is not None), []).append(row)
+        for shape, rows in groups.items():
+            conn.executemany(_UPSERTS[shape], rows)
+
+
+def _rid(conn: sqlite3.Connection, rids: dict[str, int], run_id: str) -> int:
+    """The row id of run ``run_id``; a placeholder run row if its start was never recorded."""
+    rid = rids.get(run_id)
+    if rid is not None:
+        return rid
+    row = conn.execute("SELECT rid FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        cursor = conn.execute(
+            "INSERT INTO runs (id, flow, status, started_at) VALUES (?, '', 'running', 0)",
+            (run_id,),
+        )
+        rid = cursor.lastrowid
+        assert rid is not None  # an INSERT into a rowid table always sets it
+    else:
+        rid = int(row[0])
+    rids[run_id] = rid
+    return rid
