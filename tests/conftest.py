@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from auto_workflow._core import _plugins
 from auto_workflow._execution import _process as _executors
+from auto_workflow._history._engine import close_all
+from auto_workflow.config import reload_config
 from procs import children_of
 
 
@@ -47,6 +51,22 @@ def no_leaks() -> Iterator[None]:
     leaked_children = extra_children()
     assert not leaked_threads, f"test leaked threads: {sorted(t.name for t in leaked_threads)}"
     assert not leaked_children, f"test leaked child processes: {sorted(leaked_children)}"
+
+
+@pytest.fixture(autouse=True)
+def isolated_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test records its runs into a history file of its own, never the user's."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite"
+    saved = os.environ.get("AUTO_WORKFLOW_HISTORY_PATH")
+    os.environ["AUTO_WORKFLOW_HISTORY_PATH"] = str(path)
+    reload_config()
+    yield path
+    close_all()
+    if saved is None:
+        os.environ.pop("AUTO_WORKFLOW_HISTORY_PATH", None)
+    else:
+        os.environ["AUTO_WORKFLOW_HISTORY_PATH"] = saved
+    reload_config()
 
 
 @pytest.fixture(autouse=True)

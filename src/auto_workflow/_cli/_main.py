@@ -55,6 +55,7 @@ from auto_workflow._cli._output import (
     stdout_to_stderr,
     summary_title,
 )
+from auto_workflow._cli._runs import HISTORY_COMMANDS, add_history_commands
 from auto_workflow.config import get_config
 from auto_workflow.exceptions import (
     AggregateTaskError,
@@ -162,6 +163,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-progress", action="store_true", help="plain log lines even on a terminal"
     )
+    run.add_argument("--run-id", metavar="ID", help="name this run (unique per flow)")
+    run.add_argument(
+        "--durable", action="store_true", help="checkpoint every task so the run can be resumed"
+    )
+    resume = sub.add_parser("resume", help="resume a durable run that did not finish")
+    resume.add_argument("run_id", metavar="RUN_ID", help="the run's id (a unique prefix will do)")
+    resume.add_argument(
+        "--max-concurrency", type=_positive_int, metavar="N", help="most tasks running at once"
+    )
+    resume.add_argument(
+        "--no-progress", action="store_true", help="plain log lines even on a terminal"
+    )
+    resume.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
+    add_history_commands(sub, _positive_int)
     sub.add_parser("describe", parents=[target], help="print a flow's graph as JSON")
     graph = sub.add_parser("graph", parents=[target], help="export a flow's graph")
     graph.add_argument("--format", choices=_FORMATS, default="dot", help="default: dot")
@@ -473,16 +488,60 @@ def _result_text(result: Any) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     flow_obj, kwargs = _flow_and_kwargs(args)
+    flow_obj.target = _stable_target(args.target)
+    durable = True if args.durable else None
+
+    def call() -> Any:
+        return flow_obj.run(
+            params=args.params,
+            failure_policy=args.failure_policy,
+            max_concurrency=args.max_concurrency,
+            run_id=args.run_id,
+            durable=durable,
+            **kwargs,
+        )
+
+    return _watch(flow_obj, args, call)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    """``resume RUN_ID``: load the recorded run's flow from its target and resume it."""
+    record = _recorded_run(args.run_id)
+    if not record.target:
+        raise UsageError(
+            f"run {record.run_id} of flow {record.flow!r} did not record where its flow "
+            "lives; resume it from Python with flow.resume(run_id)"
+        )
+    flow_obj = _load_flow(record.target)
+    flow_obj.target = record.target
+    overrides = {} if args.max_concurrency is None else {"max_concurrency": args.max_concurrency}
+    return _watch(flow_obj, args, lambda: flow_obj.resume(record.run_id, **overrides))
+
+
+def _recorded_run(run_id: str) -> Any:
+    from auto_workflow.history import get_run  # a face above the CLI's own imports
+
+    try:
+        return get_run(run_id)
+    except LookupError as exc:
+        raise _FlowFailed(f"auto-workflow: {exc}", []) from exc
+
+
+def _stable_target(target: str) -> str:
+    """The target as a later ``resume`` can load it: a file path made absolute."""
+    source, _, attr = target.rpartition(":")
+    if _is_file(source):
+        return f"{Path(source).resolve()}:{attr}"
+    return target
+
+
+def _watch(flow_obj: Flow[Any], args: argparse.Namespace, call: Callable[[], Any]) -> int:
+    """Run ``call`` (a run of ``flow_obj``) with live progress, a summary and exit codes."""
     console = None if args.no_progress else rich_console()
     progress = RunProgress(flow_obj.name, log=console is None)
     try:
         with progress.watch(), live_display(progress, console):
-            result = flow_obj.run(
-                params=args.params,
-                failure_policy=args.failure_policy,
-                max_concurrency=args.max_concurrency,
-                **kwargs,
-            )
+            result = call()
     except KeyboardInterrupt:
         _summarise(progress, console, "was interrupted")
         raise
@@ -570,11 +629,29 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _printing(command: Callable[[argparse.Namespace], str]) -> Callable[[argparse.Namespace], int]:
+    """A history command as a CLI command: its text on stdout; not found is exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            text = command(args)
+        except LookupError as exc:
+            raise _FlowFailed(f"auto-workflow: {exc}", []) from exc
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        _emit(text)
+        return EXIT_OK
+
+    return run
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "describe": _cmd_describe,
     "graph": _cmd_graph,
     "list": _cmd_list,
+    "resume": _cmd_resume,
+    **{name: _printing(cmd) for name, cmd in HISTORY_COMMANDS.items()},
 }
 
 

@@ -283,6 +283,7 @@ class FlowRunner:
         self.expansions.add(node, first)
         if self.journal is not None:
             self.journal.expanded(node, first, len(items))
+            self.journal.task_ended(node, "succeeded", 1, time.time(), None, False)
         self.state.expand(node, items)
 
     def _fill_skipped_barriers(self) -> None:

@@ -105,7 +105,9 @@ def _seconds(value: float | str | dt.timedelta | None) -> float | None:
         return parse_duration(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return float(value)
-    raise ValueError(f"older_than must be seconds, a timedelta or a duration like '30d'; got {value!r}")
+    raise ValueError(
+        f"older_than must be seconds, a timedelta or a duration like '30d'; got {value!r}"
+    )
 
 
 def write_report(run_id: str, path: str | Path | None = None) -> Path:

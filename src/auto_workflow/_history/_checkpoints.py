@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from auto_workflow._core._journal import RunSpec
+from auto_workflow._history._paths import ensure_private_dir
 from auto_workflow._results._disk import FilesystemResultCache
 from auto_workflow.exceptions import CorruptEntryWarning, SerializationError
 
@@ -39,7 +40,7 @@ _NEVER = float("inf")
 class RunCheckpoints:
     """The checkpoints of one durable run (implements the core's ``Checkpoints``)."""
 
-    __slots__ = ("_cache", "_failed", "directory", "run_id")
+    __slots__ = ("_cache", "_failed", "_ready", "directory", "run_id")
 
     def __init__(self, root: Path, run_id: str) -> None:
         self.run_id = run_id
@@ -48,6 +49,13 @@ class RunCheckpoints:
             self.directory, prune_interval=_NEVER, sync=False, private=True
         )
         self._failed = False
+        self._ready = False
+
+    def _prepare(self) -> None:
+        """Create the checkpoint directories readable by the user alone (0700)."""
+        ensure_private_dir(self.directory.parent)
+        ensure_private_dir(self.directory)
+        self._ready = True
 
     def load(self, key: str) -> tuple[Any] | None:
         """The checkpointed ``(value,)`` of ``key``, or ``None`` (missing or unreadable)."""
@@ -65,6 +73,8 @@ class RunCheckpoints:
     def save(self, key: str, value: Any) -> bool:
         """Checkpoint ``value`` under ``key``; False (with one warning) if it cannot be."""
         try:
+            if not self._ready:
+                self._prepare()
             self._cache.set(key, (value,))
         except SerializationError as exc:
             logger.warning(

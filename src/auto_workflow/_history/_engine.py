@@ -35,12 +35,12 @@ from auto_workflow._history._paths import checkpoint_dir, default_history_path
 from auto_workflow._history._records import ErrorRecord, RunStatus, TaskStatus
 from auto_workflow._history._store import HistoryStore
 from auto_workflow._history._writer import HistoryWriter, Retention, WriterOptions
-from auto_workflow.exceptions import TaskExecutionError
+from auto_workflow.exceptions import TaskExecutionError, UpstreamFailedError
 
 if TYPE_CHECKING:
     from auto_workflow._core._graph import Graph, Node
 
-__all__ = ["SqliteHistory", "error_record", "history_for", "install"]
+__all__ = ["SqliteHistory", "close_all", "error_record", "history_for", "install"]
 
 _TASK_STATUS = {s.value: s for s in TaskStatus}
 _RUN_STATUS = {s.value: s for s in RunStatus}
@@ -79,6 +79,15 @@ def _retention(config: Config) -> Retention | None:
     )
 
 
+def close_all() -> None:
+    """Commit and stop every history writer of this process (tests; atexit does it too)."""
+    with _LOCK:
+        opened = list(_OPEN.values())
+        _OPEN.clear()
+    for history in opened:
+        history.writer.close(_FINAL_FLUSH)
+
+
 def install() -> None:
     """Make the SQLite history the one every flow run records into (lazily)."""
     install_history(lambda: history_for(get_config()))
@@ -87,11 +96,15 @@ def install() -> None:
 def error_record(error: BaseException) -> ErrorRecord:
     """An error as the history keeps it: the user's exception's type, message, traceback."""
     shown = error
-    if isinstance(error, TaskExecutionError) and error.original is not None:
-        if not type(error).__name__.startswith("Upstream"):
-            shown = error.original
+    upstream = isinstance(error, UpstreamFailedError)
+    if isinstance(error, TaskExecutionError) and error.original is not None and not upstream:
+        shown = error.original
     kind = type(shown)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     text = "".join(traceback.format_exception(shown)) if shown.__traceback__ else ""
     return ErrorRecord(type=name, message=str(shown), traceback=text)
 
@@ -104,6 +117,24 @@ class SqliteHistory:
         self.checkpoint_root = checkpoint_dir(path)
         self.writer = HistoryWriter(path, WriterOptions(retention=retention))
         self.store = HistoryStore(path)
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        """A run began recording here."""
+        with self._lock:
+            self._active += 1
+
+    def ended(self) -> None:
+        """A run's end was queued: commit it; the last run out stops the writer thread, so
+        no thread outlives the runs (the next run starts a fresh one)."""
+        with self._lock:
+            self._active -= 1
+            last = self._active == 0
+        if last:
+            self.writer.close(_FINAL_FLUSH)
+        else:
+            self.writer.flush(_FINAL_FLUSH)
 
     def lookup(self, run_id: str) -> PriorRun | None:
         """What the history holds under ``run_id`` (after committing pending writes)."""
@@ -138,7 +169,8 @@ class SqliteHistory:
             durable=spec.durable,
             graph_signature=signature_digest(shape),
         )
-        journal = _Journal(self.writer, spec.run_id, graph)
+        self.started()
+        journal = _Journal(self, spec.run_id, graph)
         checkpoints = None
         if spec.durable:
             checkpoints = RunCheckpoints(self.checkpoint_root, spec.run_id)
@@ -150,10 +182,11 @@ class SqliteHistory:
 class _Journal:
     """One run's journal: each call appends one op to the writer's queue."""
 
-    __slots__ = ("_expansions", "_graph", "_retries", "_run_id", "_writer")
+    __slots__ = ("_expansions", "_graph", "_history", "_retries", "_run_id", "_writer")
 
-    def __init__(self, writer: HistoryWriter, run_id: str, graph: Graph) -> None:
-        self._writer = writer
+    def __init__(self, history: SqliteHistory, run_id: str, graph: Graph) -> None:
+        self._history = history
+        self._writer = writer = history.writer
         self._run_id = run_id
         self._graph = graph
         self._expansions = Expansions(len(graph.nodes))
@@ -202,7 +235,7 @@ class _Journal:
     def finish(self, status: str, error: BaseException | None, at: float) -> None:
         record = None if error is None else error_record(error)
         self._writer.run_ended(self._run_id, _RUN_STATUS[status], at, record)
-        self._writer.flush(_FINAL_FLUSH)
+        self._history.ended()
 
 
 def _declarations(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from auto_workflow import exceptions
 from auto_workflow.exceptions import AutoWorkflowError
 
 __all__ = [
@@ -54,11 +55,11 @@ class HistorySchemaError(HistoryError):
         return (type(self), (self.path, self.found, self.supported))
 
 
-class RunNotFoundError(HistoryError, LookupError):
+class RunNotFoundError(HistoryError, exceptions.RunNotFoundError):
     """No recorded run has the given id (or starts with the given prefix)."""
 
 
-class AmbiguousRunIdError(HistoryError, LookupError):
+class AmbiguousRunIdError(HistoryError, exceptions.RunNotFoundError):
     """A run id prefix matches more than one run.
 
     Attributes:

@@ -166,6 +166,11 @@ class HistoryWriter:
         """
         self._push((_batch.NODES, run_id, tuple(nodes)))
 
+    def nodes_declared_lazily(self, run_id: str, nodes: Iterable[NodeDeclaration]) -> None:
+        """:meth:`nodes_declared` with ``nodes`` iterated on the writer thread, not here:
+        the engine hands a generator, so a 100,000-node graph costs the scheduler O(1)."""
+        self._push((_batch.NODES, run_id, nodes))
+
     def task_started(self, run_id: str, index: int, started_at: float) -> None:
         """Record that task ``index`` started its first attempt (status ``running``)."""
         self._push((_batch.TASK_STARTED, run_id, index, started_at))
