@@ -234,7 +234,8 @@ class HistoryWriter:
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued and stop the thread (idempotent; a later call restarts it).
 
-        Calls from other threads wait while it closes.
+        Waits at most ``timeout`` seconds for the thread (which may be retrying a busy
+        file); calls from other threads that would start a new thread wait meanwhile.
         """
         with self._lock:
             thread = self._thread
