@@ -7,9 +7,12 @@ construction; a missing file reads as an empty history and is not created.
 Invariants:
 
 - Runs list newest first (by ``started_at``, then by insertion).
-- Every read first marks this host's dead ``running`` runs ``crashed`` (see
-  ``_maintenance``); if the file cannot be written, they still *read* as crashed. Runs of
-  other hosts stay ``running``: their processes cannot be checked from here.
+- Listing, fetching and deleting first mark this host's dead ``running`` runs ``crashed``
+  (see ``_maintenance``; one indexed query, and a pid check per running run); if the file
+  cannot be written, they still *read* as crashed. Runs of other hosts stay ``running``:
+  their processes cannot be checked from here.
+- A finished run's task counts are stored on its row, so listing reads no task rows; a
+  live run's are counted from its task rows (a range scan of their primary key).
 - A task that had not ended when its run finished (or crashed) reads as ``cancelled``;
   while the run is live, a task declared but not started reads as ``running`` with
   ``started_at`` ``None``.
