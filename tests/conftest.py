@@ -56,16 +56,21 @@ def no_leaks() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def isolated_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test records its runs into a history file of its own, never the user's."""
-    path = tmp_path_factory.mktemp("history") / "history.sqlite"
-    saved = os.environ.get("AUTO_WORKFLOW_HISTORY_PATH")
+    data = tmp_path_factory.mktemp("data")
+    path = data / "history.sqlite"
+    # XDG_DATA_HOME too: subprocesses that drop every AUTO_WORKFLOW_* variable (the CLI
+    # and docs tests do) still record under the temp dir, never the user's data directory.
+    saved = {name: os.environ.get(name) for name in ("AUTO_WORKFLOW_HISTORY_PATH", "XDG_DATA_HOME")}
     os.environ["AUTO_WORKFLOW_HISTORY_PATH"] = str(path)
+    os.environ["XDG_DATA_HOME"] = str(data / "xdg")
     reload_config()
     yield path
     close_all()
-    if saved is None:
-        os.environ.pop("AUTO_WORKFLOW_HISTORY_PATH", None)
-    else:
-        os.environ["AUTO_WORKFLOW_HISTORY_PATH"] = saved
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     reload_config()
 
 
