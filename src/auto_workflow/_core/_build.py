@@ -603,6 +603,7 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
         if events:
             ms = (time.perf_counter() - start) * 1000
             ended = {"status": "failed", "duration_ms": ms, "error": repr(exc)}
+            ended["tasks"] = runner.state.graph.task_count()
             events.emit("flow_completed", {**payload, **ended, "failed": len(runner.failures)})
         raise
     finally:
@@ -611,6 +612,7 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
         ms = (time.perf_counter() - start) * 1000
         count = len(runner.failures)  # failure_policy="continue" returns despite failures
         done: dict[str, Any] = {"status": "failed" if count else "succeeded", "failed": count}
+        done["tasks"] = runner.state.graph.task_count()
         if count:
             done["error"] = f"{count} task(s) failed"
         events.emit("flow_completed", {**payload, **done, "duration_ms": ms})
