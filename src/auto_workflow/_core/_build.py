@@ -31,7 +31,13 @@ from auto_workflow._core._calls import (
 from auto_workflow._core._config import get_config
 from auto_workflow._core._context import RunContext, use_context
 from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placeholders
-from auto_workflow._core._model import ArtifactRef, FailurePolicy, RunIn, TaskOptions
+from auto_workflow._core._model import (
+    ArtifactRef,
+    FailurePolicy,
+    RunIn,
+    TaskOptionAttributes,
+    TaskOptions,
+)
 from auto_workflow._core._plugins import DEFAULTS, Plugins
 from auto_workflow._core._runner import FlowRunner, text_fan_out_hint
 from auto_workflow._results._keys import CacheKeyReport, explain
@@ -97,7 +103,7 @@ def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(params)
 
 
-class TaskDefinition(Generic[P, R]):
+class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
     """A function decorated with ``@task``: call it in a flow to add a node, elsewhere to run.
 
     Keeps the wrapped function's name, docstring and signature. Outside a flow, calling it
@@ -109,7 +115,6 @@ class TaskDefinition(Generic[P, R]):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.options = options
-        self.name = options.name
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature, self._arity = _call_shape(fn)
 
