@@ -3,7 +3,7 @@
 Commands::
 
     run TARGET [--params JSON] [--arg NAME=VALUE]... [--failure-policy P]
-               [--max-concurrency N] [--no-progress] [--verbose]
+               [--max-concurrency N] [--no-progress] [--structured-logs] [--verbose]
     describe TARGET [--params JSON] [--arg NAME=VALUE]...
     graph TARGET [--format dot|json|mermaid] [--params JSON] [--arg NAME=VALUE]...
     list MODULE_OR_FILE
@@ -61,6 +61,7 @@ from auto_workflow.exceptions import (
     TaskExecutionError,
     UpstreamFailedError,
 )
+from auto_workflow.logging import enable_structured_logging
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
 
@@ -161,6 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--no-progress", action="store_true", help="plain log lines even on a terminal"
+    )
+    run.add_argument(
+        "--structured-logs",
+        action="store_true",
+        help="log one JSON object per line per task outcome on stderr (no progress display)",
     )
     sub.add_parser("describe", parents=[target], help="print a flow's graph as JSON")
     graph = sub.add_parser("graph", parents=[target], help="export a flow's graph")
@@ -473,8 +479,9 @@ def _result_text(result: Any) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     flow_obj, kwargs = _flow_and_kwargs(args)
-    console = None if args.no_progress else rich_console()
-    progress = RunProgress(flow_obj.name, log=console is None)
+    structured: bool = args.structured_logs
+    console = None if args.no_progress or structured else rich_console()
+    progress = RunProgress(flow_obj.name, log=console is None and not structured)
     try:
         with progress.watch(), live_display(progress, console):
             result = flow_obj.run(
@@ -594,10 +601,13 @@ def _print_tracebacks(errors: Sequence[BaseException]) -> None:
         traceback.print_exception(err, file=sys.stderr)
 
 
-def _setup_logging() -> Callable[[], None]:
-    """The CLI's log handler, at the configured level (raises ValueError on bad config)."""
+def _setup_logging(structured: bool) -> Callable[[], None]:
+    """The CLI's log handler, at the configured level (raises ValueError on bad config):
+    readable lines, or with ``--structured-logs`` JSON objects."""
     level = get_config().log_level
     disabled = os.environ.get(DISABLE_LOGS_ENV, "").strip().lower() in _TRUE
+    if structured and not disabled:
+        return enable_structured_logging(level)
     return configure_logging(level, enabled=not disabled)
 
 
@@ -631,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        restore_logging = _setup_logging()
+        restore_logging = _setup_logging(getattr(args, "structured_logs", False))
     except ValueError as exc:
         _error(f"invalid configuration: {exc}")
         return EXIT_USAGE
