@@ -1,6 +1,6 @@
 """Opt-in log output: one line per task outcome on the logger ``auto_workflow.tasks``, as
-JSON objects (:func:`enable_structured_logging`) or readable lines
-(:func:`enable_pretty_logging`).
+JSON objects (``auto_workflow.logging.enable_structured_logging``) or readable lines
+(``enable_pretty_logging``).
 
 Invariants: nothing happens at import (no handler, no subscription); only one of the two is
 active at a time (enabling one undoes the other); each returns the function that undoes it;
@@ -17,15 +17,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from auto_workflow._core._plugins import DEFAULTS
+from auto_workflow._observe._hub import EventBus
 
-__all__ = [
-    "TASK_LOGGER",
-    "JsonFormatter",
-    "PrettyFormatter",
-    "enable_pretty_logging",
-    "enable_structured_logging",
-]
+__all__ = ["TASK_LOGGER", "JsonFormatter", "PrettyFormatter", "enable"]
 
 TASK_LOGGER = "auto_workflow.tasks"
 """The logger task outcomes go to (``task_ok`` / ``task_err``)."""
@@ -108,9 +102,12 @@ def _fields(event: str, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _enable(
-    formatter: logging.Formatter, level: int | str, stream: TextIO | None
+def enable(
+    events: EventBus, formatter: logging.Formatter, level: int | str, stream: TextIO | None
 ) -> Callable[[], None]:
+    """Send ``auto_workflow`` log records through ``formatter`` to ``stream`` (default:
+    stderr) and log the task outcomes of ``events``; undoes the previous one. Returns the
+    function that undoes this one."""
     global _undo_active
     with _lock:
         if _undo_active is not None:
@@ -123,8 +120,8 @@ def _enable(
         library.setLevel(level)
         library.propagate = False  # the application's own handlers must not print lines twice
         unsubscribe = [
-            DEFAULTS.events.subscribe("task_succeeded", _task_ok),
-            DEFAULTS.events.subscribe("task_failed", _task_err),
+            events.subscribe("task_succeeded", _task_ok),
+            events.subscribe("task_failed", _task_err),
         ]
 
         def undo() -> None:
@@ -139,35 +136,3 @@ def _enable(
 
         _undo_active = undo
         return undo
-
-
-def enable_structured_logging(
-    level: int | str = logging.INFO, *, stream: TextIO | None = None
-) -> Callable[[], None]:
-    """Log every task outcome as one JSON object per line, on ``auto_workflow.tasks``.
-
-    A success is ``{"event": "task_ok", "task", "node", "duration_ms", "attempts", ...}``, a
-    failure ``{"event": "task_err", ..., "error"}``; every other ``auto_workflow`` log
-    record becomes a JSON object with ``message``. Output goes to ``stream`` (default:
-    stderr). Nothing is logged until this is called.
-
-    Args:
-        level: The ``auto_workflow`` loggers' level.
-        stream: Where the lines go.
-
-    Returns:
-        A function that undoes this (removes the handler and the event subscriptions).
-    """
-    return _enable(JsonFormatter(), level, stream)
-
-
-def enable_pretty_logging(
-    level: int | str = logging.INFO, *, stream: TextIO | None = None
-) -> Callable[[], None]:
-    """Like :func:`enable_structured_logging`, but readable lines for a terminal:
-    ``12:00:01.250 INFO    auto_workflow.tasks: task_ok load (load:0) in 3.1 ms, 1 attempt(s)``.
-
-    Returns:
-        A function that undoes this.
-    """
-    return _enable(PrettyFormatter(), level, stream)
