@@ -791,3 +791,25 @@ def test_a_memory_cache_made_directly_honours_the_configured_bound(
     finally:
         monkeypatch.delenv("AUTO_WORKFLOW_RESULT_CACHE_MAX_ENTRIES")
         reload_config()
+
+
+def test_a_ref_rebuilt_from_a_saved_key_reads_from_the_configured_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auto_workflow.artifacts import get_store
+
+    monkeypatch.setenv("AUTO_WORKFLOW_ARTIFACT_STORE", "filesystem")
+    monkeypatch.setenv("AUTO_WORKFLOW_ARTIFACT_STORE_PATH", str(tmp_path))
+    reload_config()
+    try:
+
+        @task(persist=True)
+        def report() -> dict[str, int]:
+            return {"rows": 3}
+
+        key = report().key  # yesterday's run saved only the key
+        assert get_store().get(ArtifactRef(key)) == {"rows": 3}
+    finally:
+        monkeypatch.delenv("AUTO_WORKFLOW_ARTIFACT_STORE")
+        monkeypatch.delenv("AUTO_WORKFLOW_ARTIFACT_STORE_PATH")
+        reload_config()

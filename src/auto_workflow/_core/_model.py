@@ -237,21 +237,28 @@ def check_artifact_key(key: object) -> str:
 class ArtifactRef:
     """A small, immutable, hashable, picklable handle to a persisted task result.
 
+    ``ArtifactRef(key)``, rebuilt from a saved key, names no store kind and is read from
+    whichever store it is given to (the configured one, for ``get_store().get(ref)``).
+
     Attributes:
         key: The artifact's key in its store (validated: it can never address a path
             outside the store's directory).
-        store: The name of the store kind that holds it (``"memory"``, ``"filesystem"``).
+        store: The name of the store kind that holds it (``"memory"``, ``"filesystem"``),
+            or ``None`` when not known.
     """
 
     key: str
-    store: str = "memory"
+    store: str | None = None
 
     def __post_init__(self) -> None:
         check_artifact_key(self.key)
-        if not isinstance(self.store, str) or not _STORE_NAME.fullmatch(self.store):
-            raise InvalidKeyError(f"invalid artifact store name {self.store!r}")
+        store = self.store
+        if store is not None and (not isinstance(store, str) or not _STORE_NAME.fullmatch(store)):
+            raise InvalidKeyError(f"invalid artifact store name {store!r}")
 
     def __repr__(self) -> str:
+        if self.store is None:
+            return f"ArtifactRef({self.key!r})"
         return f"ArtifactRef({self.key!r}, store={self.store!r})"
 
 

@@ -181,7 +181,8 @@ class MemoryArtifactStore:
         try:
             return self._items[ref.key]
         except KeyError:
-            where = "" if ref.store == self.name else f" (the ref is from a {ref.store} store)"
+            other = ref.store not in (None, self.name)
+            where = f" (the ref is from a {ref.store} store)" if other else ""
             raise ArtifactNotFoundError(
                 f"no artifact {ref.key!r} in the {self.name} artifact store{where}"
             ) from None
