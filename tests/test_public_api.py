@@ -30,6 +30,8 @@ PUBLIC_MODULES = {
         "ArtifactRef",
         "MemoryArtifactStore",
         "FilesystemArtifactStore",
+        "InMemoryArtifactStore",
+        "FileSystemArtifactStore",
     },
     "auto_workflow.cache": {
         "get_result_cache",
@@ -37,14 +39,17 @@ PUBLIC_MODULES = {
         "ResultCache",
         "MemoryResultCache",
         "FilesystemResultCache",
+        "InMemoryResultCache",
+        "FileSystemResultCache",
         "CacheKeyReport",
     },
-    "auto_workflow.context": {"get_context"},
+    "auto_workflow.context": {"get_context", "set_context", "reset_context", "use_context"},
     "auto_workflow.fanout": {"fan_out"},
     "auto_workflow.cli": {"main"},
-    "auto_workflow.tracing": {"set_tracer", "get_tracer"},
+    "auto_workflow.tracing": {"set_tracer", "get_tracer", "DummyTracer"},
     "auto_workflow.middleware": {"register", "clear"},
-    "auto_workflow.events": {"subscribe", "unsubscribe", "EVENT_NAMES"},
+    "auto_workflow.events": {"subscribe", "unsubscribe", "emit", "EVENT_NAMES"},
+    "auto_workflow.logging": {"enable_structured_logging", "enable_pretty_logging"},
     "auto_workflow.integrations.otel": {"OpenTelemetryTracer"},
     "auto_workflow.integrations.prometheus": {"PrometheusMetrics"},
     "auto_workflow.metrics_provider": {
@@ -52,12 +57,13 @@ PUBLIC_MODULES = {
         "get_metrics_provider",
         "InMemoryMetrics",
     },
-    "auto_workflow.config": {"load_config", "reload_config"},
+    "auto_workflow.config": {"load_config", "reload_config", "Config", "DEFAULTS"},
     "auto_workflow.secrets": {
         "secret",
         "set_secrets_provider",
         "EnvSecrets",
         "StaticMappingSecrets",
+        "DummyVaultSecrets",
     },
     "auto_workflow.exceptions": {
         "AutoWorkflowError",
@@ -69,8 +75,22 @@ PUBLIC_MODULES = {
         "InvalidKeyError",
         "CacheKeyWarning",
         "CorruptEntryWarning",
+        "EventNameWarning",
+        "ContextError",
+        "CycleDetectedError",
+        "InvalidGraphError",
     },
 }
+
+ALIASES = [
+    # (module, the public auto-workflow package's name, our name for the same object)
+    ("auto_workflow.artifacts", "FileSystemArtifactStore", "FilesystemArtifactStore"),
+    ("auto_workflow.artifacts", "InMemoryArtifactStore", "MemoryArtifactStore"),
+    ("auto_workflow.cache", "FileSystemResultCache", "FilesystemResultCache"),
+    ("auto_workflow.cache", "InMemoryResultCache", "MemoryResultCache"),
+    ("auto_workflow.tracing", "DummyTracer", "NullTracer"),
+    ("auto_workflow.secrets", "DummyVaultSecrets", "EnvSecrets"),
+]
 
 
 def test_top_level_exports_are_pinned() -> None:
@@ -86,6 +106,68 @@ def test_public_module_paths_keep_working(module: str, names: set[str]) -> None:
     assert names <= exported
     for name in exported:
         assert hasattr(mod, name), f"{module}.__all__ names missing {name}"
+
+
+@pytest.mark.parametrize(("module", "alias", "ours"), ALIASES, ids=[a[1] for a in ALIASES])
+def test_an_alias_is_the_same_object_and_exported(module: str, alias: str, ours: str) -> None:
+    mod = importlib.import_module(module)
+    assert getattr(mod, alias) is getattr(mod, ours)
+    assert alias in mod.__all__
+
+
+def test_config_defaults_is_a_read_only_mapping_of_the_defaults() -> None:
+    from auto_workflow.config import DEFAULTS
+
+    assert DEFAULTS["max_dynamic_tasks"] == 100_000
+    assert DEFAULTS["result_cache"] == "memory"
+    assert dict(DEFAULTS)["artifact_serializer"] == "pickle"
+    with pytest.raises(TypeError):
+        DEFAULTS["result_cache"] = "filesystem"  # type: ignore[index]
+
+
+def test_cycle_and_invalid_graph_errors_are_value_errors() -> None:
+    from auto_workflow.exceptions import AutoWorkflowError, CycleDetectedError, InvalidGraphError
+
+    assert issubclass(CycleDetectedError, InvalidGraphError)
+    assert issubclass(InvalidGraphError, ValueError)
+    assert issubclass(InvalidGraphError, AutoWorkflowError)
+
+
+def test_a_dummy_vault_reads_prefixed_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from auto_workflow.secrets import DummyVaultSecrets, secret, set_secrets_provider
+
+    monkeypatch.setenv("APP_TOKEN", "t0k")
+    set_secrets_provider(DummyVaultSecrets("APP_"))
+    try:
+        assert secret("TOKEN") == "t0k"
+    finally:
+        set_secrets_provider(DummyVaultSecrets())
+    assert DummyVaultSecrets().get("APP_TOKEN") == "t0k"
+
+
+def test_set_context_makes_get_context_work_until_reset() -> None:
+    from auto_workflow import RunContext, get_context
+    from auto_workflow.context import reset_context, set_context
+    from auto_workflow.exceptions import ContextError
+
+    token = set_context(RunContext(run_id="r1", flow_name="manual"))
+    try:
+        assert get_context().run_id == "r1"
+    finally:
+        reset_context(token)
+    with pytest.raises(ContextError):
+        get_context()
+    with pytest.raises(TypeError, match="takes a RunContext"):
+        set_context("r1")  # type: ignore[arg-type]
+
+
+def test_get_context_outside_a_run_is_a_runtime_error_as_in_the_public_package() -> None:
+    from auto_workflow import get_context
+
+    with pytest.raises(RuntimeError, match="outside a run"):
+        get_context()
 
 
 def test_fanout_module_is_the_same_function() -> None:

@@ -6,6 +6,8 @@ are :class:`MemoryArtifactStore` (the default; this process only) and
 :class:`FilesystemArtifactStore` (a directory shared by processes, and the one to use when
 ``run_in="process"`` tasks read refs). Pick one with the ``artifact_store`` configuration
 key, with :func:`set_store`, or per run with ``Flow.run(artifact_store=...)``.
+``FileSystemArtifactStore`` and ``InMemoryArtifactStore`` are the same two classes under
+the names the public ``auto-workflow`` package uses.
 
 The ``pickle`` serializer (the default) can run arbitrary code when it loads a file: only
 use it with a store directory you trust. ``serializer="json"`` (configuration key
@@ -23,11 +25,17 @@ from auto_workflow._results._memory import ArtifactStore, MemoryArtifactStore, c
 __all__ = [
     "ArtifactRef",
     "ArtifactStore",
+    "FileSystemArtifactStore",
     "FilesystemArtifactStore",
+    "InMemoryArtifactStore",
     "MemoryArtifactStore",
     "get_store",
     "set_store",
 ]
+
+# The names the public auto-workflow package uses: the very same classes.
+FileSystemArtifactStore = FilesystemArtifactStore
+InMemoryArtifactStore = MemoryArtifactStore
 
 
 def get_store() -> ArtifactStore:

@@ -5,7 +5,8 @@ if its ``set`` also takes a ``ttl`` keyword it learns how long each entry is wan
 built-in backends are :class:`MemoryResultCache` (the default) and
 :class:`FilesystemResultCache` (a directory any number of processes can share). Pick one with
 the ``result_cache`` configuration key, with :func:`set_result_cache`, or per run with
-``Flow.run(result_cache=...)``.
+``Flow.run(result_cache=...)``. ``FileSystemResultCache`` and ``InMemoryResultCache`` are the
+same two classes under the names the public ``auto-workflow`` package uses.
 
 The filesystem backend stores results with pickle: point it only at a directory you trust.
 """
@@ -19,12 +20,18 @@ from auto_workflow._results._memory import MemoryResultCache, ResultCache, check
 
 __all__ = [
     "CacheKeyReport",
+    "FileSystemResultCache",
     "FilesystemResultCache",
+    "InMemoryResultCache",
     "MemoryResultCache",
     "ResultCache",
     "get_result_cache",
     "set_result_cache",
 ]
+
+# The names the public auto-workflow package uses: the very same classes.
+FileSystemResultCache = FilesystemResultCache
+InMemoryResultCache = MemoryResultCache
 
 
 def get_result_cache() -> ResultCache:

@@ -1,5 +1,15 @@
-"""``get_context()``: the run a piece of task code belongs to."""
+"""``get_context()``: the run a piece of task code belongs to.
 
-from auto_workflow._core._context import RunContext, get_context
+``set_context(ctx)`` / ``reset_context(token)`` and the ``use_context(ctx)`` block set it by
+hand (tests, or code that runs task functions itself).
+"""
 
-__all__ = ["RunContext", "get_context"]
+from auto_workflow._core._context import (
+    RunContext,
+    get_context,
+    reset_context,
+    set_context,
+    use_context,
+)
+
+__all__ = ["RunContext", "get_context", "reset_context", "set_context", "use_context"]

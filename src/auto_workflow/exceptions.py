@@ -15,15 +15,21 @@ also inherits the builtin it resembles, so ``except ValueError`` and friends kee
     ├── SerializationError (+ TypeError)        a value could not cross a process boundary
     ├── PlaceholderMisuseError (+ TypeError)    a build-time placeholder was used as a value
     ├── FanOutLimitError (+ RuntimeError)       a dynamic fan-out exceeded max_dynamic_tasks
-    ├── ContextError (+ LookupError)            get_context() called outside a run
+    ├── ContextError (+ LookupError, RuntimeError)  get_context() called outside a run
     ├── GraphChangedError (+ ValueError)        a resumed run's flow builds another graph
     ├── RunNotFoundError (+ LookupError)        no recorded run has that id (or prefix)
+    ├── InvalidGraphError (+ ValueError)        a graph the scheduler cannot run
+    │   └── CycleDetectedError                  ... because its nodes cannot be ordered
     ├── ArtifactNotFoundError (+ KeyError)      an artifact reference points at nothing
     └── InvalidKeyError (+ ValueError)          a cache key or artifact key is unusable
 
     AutoWorkflowWarning (UserWarning)
     ├── CacheKeyWarning                         a call runs uncached: an argument has no key
-    └── CorruptEntryWarning                     a stored entry was unreadable and is dropped
+    ├── CorruptEntryWarning                     a stored entry was unreadable and is dropped
+    └── EventNameWarning                        subscribe() to a likely typo of a built-in event
+
+``CycleDetectedError`` and ``InvalidGraphError`` are the names the public ``auto-workflow``
+package uses.
 
 This module depends on the standard library only.
 """
@@ -42,8 +48,11 @@ __all__ = [
     "CacheKeyWarning",
     "ContextError",
     "CorruptEntryWarning",
+    "CycleDetectedError",
+    "EventNameWarning",
     "FanOutLimitError",
     "GraphChangedError",
+    "InvalidGraphError",
     "InvalidKeyError",
     "PlaceholderMisuseError",
     "RemoteTaskError",
@@ -176,8 +185,19 @@ class FanOutLimitError(AutoWorkflowError, RuntimeError):
     """A dynamic fan-out would create more tasks than ``max_dynamic_tasks`` allows."""
 
 
-class ContextError(AutoWorkflowError, LookupError):
-    """``get_context()`` was called outside a flow run or task execution."""
+class ContextError(AutoWorkflowError, LookupError, RuntimeError):
+    """``get_context()`` was called outside a flow run or task execution.
+
+    Also a ``RuntimeError``, which is what the public ``auto-workflow`` package raises.
+    """
+
+
+class InvalidGraphError(AutoWorkflowError, ValueError):
+    """A graph the scheduler cannot run (its nodes or edges are inconsistent)."""
+
+
+class CycleDetectedError(InvalidGraphError):
+    """The graph's nodes cannot be ordered: some depend on each other in a cycle."""
 
 
 class ArtifactNotFoundError(AutoWorkflowError, KeyError):
@@ -210,3 +230,7 @@ class GraphChangedError(AutoWorkflowError, ValueError):
 
 class RunNotFoundError(AutoWorkflowError, LookupError):
     """No run in the history has this id (or a unique id starting with this prefix)."""
+
+
+class EventNameWarning(AutoWorkflowWarning):
+    """``subscribe()`` to a name that is not a built-in event but close to one (a typo?)."""

@@ -2,6 +2,12 @@
 
 Each middleware must ``await next_call()`` (and may inspect or replace its result). The
 first registered is the outermost. Middleware wraps every attempt of every task call.
+
+A middleware that raises on its own account, before calling ``next_call()`` or after it
+returned, does not fail the task: the error is logged once (a warning) and sent as a
+``middleware_error`` event (payload: ``middleware``, ``task``, ``error``, ...), and the call
+goes on without that middleware. The task's own exception passing through a middleware is
+still the task's failure, whatever the middleware raises on the way out.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 __all__ = [
+    "DummyVaultSecrets",
     "EnvSecrets",
     "SecretsProvider",
     "StaticMappingSecrets",
@@ -22,11 +23,25 @@ class SecretsProvider(Protocol):
 
 
 class EnvSecrets:
-    """Secrets from environment variables (the default)."""
+    """Secrets from environment variables (the default).
+
+    Args:
+        prefix: Put before every key: ``EnvSecrets("APP_").get("TOKEN")`` reads ``APP_TOKEN``.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str; got {type(prefix).__name__}")
+        self.prefix = prefix
 
     def get(self, key: str) -> str | None:
-        """The environment variable ``key``, or ``None``."""
-        return os.environ.get(key)
+        """The environment variable ``prefix + key``, or ``None``."""
+        return os.environ.get(self.prefix + key)
+
+
+DummyVaultSecrets = EnvSecrets
+"""The public ``auto-workflow`` package's stand-in for a vault (``DummyVaultSecrets(prefix)``
+reads prefixed environment variables): the same class as :class:`EnvSecrets`."""
 
 
 class StaticMappingSecrets:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from auto_workflow._core._plugins import DEFAULTS
 from auto_workflow._observe._hub import NullTracer, Tracer, check_tracer
 
-__all__ = ["NullTracer", "Tracer", "get_tracer", "set_tracer"]
+__all__ = ["DummyTracer", "NullTracer", "Tracer", "get_tracer", "set_tracer"]
+
+DummyTracer = NullTracer
+"""The public ``auto-workflow`` package's name for the no-op tracer (the same class)."""
 
 
 def set_tracer(tracer: Tracer | None) -> None:

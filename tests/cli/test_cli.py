@@ -754,3 +754,30 @@ def test_both_module_paths_run_the_same_command_line(work: Path, module: str) ->
     )
     assert ok.returncode == 1
     assert "boom" in ok.stderr
+
+
+def test_run_structured_logs_writes_one_json_object_per_task_outcome(work: Path) -> None:
+    done = cli(work, "run", "flows.py:failing", "--structured-logs")
+    assert done.returncode == 1
+    assert json.loads(done.stdout or "null") is None  # a failed run prints no result
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    outcomes = [line for line in lines if line.get("logger") == "auto_workflow.tasks"]
+    by_event = sorted((line["event"], line["task"]) for line in outcomes)
+    assert by_event == [("task_err", "boom"), ("task_ok", "plus_one")]
+    err = next(line for line in outcomes if line["event"] == "task_err")
+    assert err["attempts"] == 3  # boom has retries=2
+    assert "boom" in err["error"]
+    assert isinstance(err["duration_ms"], float)
+    assert err["node"] == "boom:1"
+
+
+def test_structured_logs_are_silenced_by_the_disable_variable(work: Path) -> None:
+    done = cli(
+        work,
+        "run",
+        "flows.py:add",
+        "--structured-logs",
+        AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS="1",
+    )
+    assert done.returncode == 0
+    assert not [line for line in done.stderr.splitlines() if line.startswith("{")]

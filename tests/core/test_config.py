@@ -116,3 +116,34 @@ def test_a_misspelt_environment_variable_warns_with_a_suggestion(tmp_path: Path)
         load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_HOME": "/x"})
     quiet = {"AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS": "1", "OTHER_TOOL_X": "y"}
     assert load_config(cwd=tmp_path, environ=quiet) == Config()
+
+
+def test_config_is_a_read_only_mapping_with_typed_values(tmp_path: Path) -> None:
+    cfg = load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_MAX_DYNAMIC_TASKS": "7"})
+    assert cfg["max_dynamic_tasks"] == 7
+    assert "result_cache" in cfg
+    assert "nope" not in cfg
+    assert dict(cfg)["max_dynamic_tasks"] == 7
+    assert list(cfg) == [
+        "log_level",
+        "max_dynamic_tasks",
+        "artifact_store",
+        "artifact_store_path",
+        "artifact_serializer",
+        "result_cache",
+        "result_cache_path",
+        "result_cache_max_entries",
+        "process_pool_max_workers",
+        "history",
+        "history_path",
+        "history_retention",
+        "history_keep_runs",
+        "durable",
+    ]
+    assert len(cfg) == 14
+    assert cfg.get("result_cache_max_entries", 5) is None
+    with pytest.raises(KeyError, match="did you mean 'max_dynamic_tasks'"):
+        cfg["max_dynamic_task"]
+    with pytest.raises(TypeError):
+        cfg["log_level"] = "DEBUG"  # type: ignore[index]
+    assert cfg == load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_MAX_DYNAMIC_TASKS": "7"})

@@ -235,3 +235,54 @@ def test_comparing_a_placeholder_with_a_value_is_misuse_but_placeholders_hash() 
     assert len({a, b, a}) == 2  # sets of placeholders (a dependency form) still work
     with pytest.raises(AttributeError):  # no hint: a __getattr__ would slow every placeholder
         _ = a.rows  # type: ignore[attr-defined]
+
+
+def test_describe_lists_dynamic_fanouts_with_their_source() -> None:
+    g = Graph("etl")
+    src = g.add(A, (), {})
+    fan = g.add_barrier(B, src, None)
+    g.add(C, (fan,), {})
+    described = g.describe()
+    assert described["count"] == 3  # every node built, the barrier included
+    assert described["dynamic_count"] == 1
+    assert described["dynamic_fanouts"] == [
+        {
+            "id": "fanout:1",
+            "type": "dynamic_fanout",
+            "task": "b",
+            "source": "a:0",
+            "max_concurrency": None,
+        }
+    ]
+    assert Graph("plain").describe()["dynamic_fanouts"] == []
+
+
+def test_a_graph_whose_nodes_depend_on_each_other_is_a_cycle_error() -> None:
+    from auto_workflow.exceptions import CycleDetectedError
+
+    g = Graph("loop")
+    first = g.add(A, (), {})
+    g.add(A, (first,), {})
+    g.nodes[0].deps = (1,)  # made by hand: a flow body cannot build this
+    with pytest.raises(CycleDetectedError, match=r"cannot be ordered.*a:0, a:1"):
+        RunState(g)
+
+
+def test_a_graph_built_out_of_order_without_a_cycle_still_runs() -> None:
+    g = Graph("f")
+    g.add(A, (), {})
+    g.add(A, (), {})
+    g.nodes[0].deps = (1,)  # a forward edge, but no cycle
+    state = RunState(g)
+    (ready,) = state.pop_ready(5)
+    assert ready.index == 1
+
+
+def test_a_dependency_on_a_missing_node_is_an_invalid_graph() -> None:
+    from auto_workflow.exceptions import InvalidGraphError
+
+    g = Graph("f")
+    g.add(A, (), {})
+    g.nodes[0].deps = (7,)
+    with pytest.raises(InvalidGraphError, match="does not have"):
+        RunState(g)

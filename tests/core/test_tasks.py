@@ -282,3 +282,35 @@ def test_callables_returning_coroutines_keep_their_timeout() -> None:
     with pytest.raises(TimeoutError):
         slow(1.0)
     assert slow(0.0) == 0.0
+
+
+def test_a_task_exposes_its_options_as_read_only_attributes() -> None:
+    def key(fn: Any, args: Any, kwargs: Any) -> str:
+        return "k"
+
+    @task(
+        name="fetch",
+        retries=2,
+        retry_backoff=0.5,
+        retry_jitter=0.1,
+        timeout=3,
+        cache_ttl=60,
+        cache_key_fn=key,
+        persist=True,
+        priority=4,
+        run_in="thread",
+        tags={"io"},
+    )
+    def fetch_url() -> int:
+        return 1
+
+    assert (fetch_url.name, fetch_url.retries, fetch_url.priority) == ("fetch", 2, 4)
+    assert (fetch_url.retry_backoff, fetch_url.retry_jitter, fetch_url.timeout) == (0.5, 0.1, 3)
+    assert (fetch_url.cache_ttl, fetch_url.cache_key_fn, fetch_url.persist) == (60, key, True)
+    assert fetch_url.run_in == "thread"
+    assert fetch_url.tags == frozenset({"io"})
+    assert fetch_url.options.retries == 2  # .options stays
+    for attribute in ("name", "retries", "timeout", "run_in", "tags"):
+        with pytest.raises(AttributeError):
+            setattr(fetch_url, attribute, None)
+    assert fetch_url.with_options(retries=5).retries == 5

@@ -323,7 +323,7 @@ def test_store_and_event_misuse_names_what_was_expected(tmp_path: Any) -> None:
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(ValueError, match="is a file; the store needs a directory"):
         FilesystemResultCache(tmp_path / "a_file")
-    with pytest.raises(ValueError, match="unknown event"):
+    with pytest.raises(ValueError, match="event name must be a non-empty string"):
         subscribe(["task_started"], lambda n, p: None)  # type: ignore[arg-type]
 
 

@@ -79,8 +79,9 @@ def temp_files(root: Path) -> list[Path]:
 def artifact_refs(store: FilesystemArtifactStore) -> list[ArtifactRef]:
     if not store.path.exists():
         return []
-    names = sorted(p.name for p in store.path.iterdir() if not p.name.startswith("."))
-    return [ArtifactRef(name, "filesystem") for name in names]
+    # <key> (framed), or <key>.json and <key>.json.sha256 (a json artifact)
+    keys = {p.name.partition(".")[0] for p in store.path.iterdir() if not p.name.startswith(".")}
+    return [ArtifactRef(key, "filesystem") for key in sorted(keys)]
 
 
 def crafted_ref(key: str, store: str = "filesystem") -> ArtifactRef:
@@ -156,7 +157,7 @@ def _artifact_step(
     names = [n for n in os.listdir(reader.path) if not n.startswith(".")]
     if not names:
         return ""
-    key = rng.choice(names)
+    key = rng.choice(names).partition(".")[0]  # <key>, or <key>.json and its .sha256
     try:
         value = reader.get(ArtifactRef(key, "filesystem"))
     except ArtifactNotFoundError:
@@ -968,3 +969,43 @@ def test_warnings_point_at_the_caller(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         cache.get("k", None)
     assert [Path(w.filename).name for w in caught] == ["test_disk.py"]
+
+
+# -- json artifacts other tools can read ------------------------------------------------------
+
+
+def test_a_json_artifact_is_a_plain_json_file_with_a_sha256sum_checksum(tmp_path: Path) -> None:
+    store = FilesystemArtifactStore(tmp_path, serializer="json")
+    value = {"rows": [1, 2.5, None], "name": "caf\u00e9"}
+    ref = store.put(value)
+    data = tmp_path / f"{ref.key}.json"
+    assert json.loads(data.read_text(encoding="utf-8")) == value  # no binary header
+    checksum = (tmp_path / f"{ref.key}.json.sha256").read_text()
+    assert checksum == f"{hashlib.sha256(data.read_bytes()).hexdigest()}  {ref.key}.json\n"
+    assert store.get(ref) == value
+    assert FilesystemArtifactStore(tmp_path).get(ref) == value  # a pickle store reads it too
+    assert store.exists(ref)
+    store.delete(ref)
+    assert not store.exists(ref)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_json_artifact_edited_on_disk_is_corrupt_not_trusted(tmp_path: Path) -> None:
+    store = FilesystemArtifactStore(tmp_path, serializer="json")
+    ref = store.put([1, 2, 3])
+    (tmp_path / f"{ref.key}.json").write_text("[1, 2, 4]")
+    with pytest.warns(CorruptEntryWarning), pytest.raises(ArtifactNotFoundError, match="checksum"):
+        store.get(ref)
+    (tmp_path / f"{ref.key}.json.sha256").unlink()
+    with pytest.warns(CorruptEntryWarning), pytest.raises(ArtifactNotFoundError, match="missing"):
+        store.get(ref)
+
+
+def test_a_ref_rebuilt_from_its_key_reads_from_the_store_it_is_given(tmp_path: Path) -> None:
+    store = FilesystemArtifactStore(tmp_path, serializer="json")
+    saved = json.dumps({"key": store.put({"a": 1}).key})  # what yesterday's run wrote down
+    ref = ArtifactRef(json.loads(saved)["key"])
+    assert ref.store is None
+    assert repr(ref) == f"ArtifactRef({ref.key!r})"
+    assert store.get(ref) == {"a": 1}
+    assert FilesystemArtifactStore(tmp_path).get(ArtifactRef(**json.loads(saved))) == {"a": 1}

@@ -771,3 +771,45 @@ async def test_a_nested_call_sharing_its_callers_key_runs_instead_of_waiting_for
 
     result = await asyncio.wait_for(outer.run_async(1), 5)
     assert result == "outer wraps inner 1"
+
+
+def test_a_memory_cache_made_directly_honours_the_configured_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AUTO_WORKFLOW_RESULT_CACHE_MAX_ENTRIES", "2")
+    reload_config()
+    try:
+        cache = MemoryResultCache()
+        for key in ("a", "b", "c"):
+            cache.set(key, (1,))
+        assert len(cache) == 2
+        assert cache.get("a", None) is None
+        unbounded = MemoryResultCache(None)  # None, said out loud: no bound
+        for key in ("a", "b", "c"):
+            unbounded.set(key, (1,))
+        assert len(unbounded) == 3
+    finally:
+        monkeypatch.delenv("AUTO_WORKFLOW_RESULT_CACHE_MAX_ENTRIES")
+        reload_config()
+
+
+def test_a_ref_rebuilt_from_a_saved_key_reads_from_the_configured_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auto_workflow.artifacts import get_store
+
+    monkeypatch.setenv("AUTO_WORKFLOW_ARTIFACT_STORE", "filesystem")
+    monkeypatch.setenv("AUTO_WORKFLOW_ARTIFACT_STORE_PATH", str(tmp_path))
+    reload_config()
+    try:
+
+        @task(persist=True)
+        def report() -> dict[str, int]:
+            return {"rows": 3}
+
+        key = report().key  # yesterday's run saved only the key
+        assert get_store().get(ArtifactRef(key)) == {"rows": 3}
+    finally:
+        monkeypatch.delenv("AUTO_WORKFLOW_ARTIFACT_STORE")
+        monkeypatch.delenv("AUTO_WORKFLOW_ARTIFACT_STORE_PATH")
+        reload_config()

@@ -3,7 +3,7 @@
 Commands::
 
     run TARGET [--params JSON] [--arg NAME=VALUE]... [--failure-policy P]
-               [--max-concurrency N] [--no-progress] [--verbose]
+               [--max-concurrency N] [--no-progress] [--structured-logs] [--verbose]
     describe TARGET [--params JSON] [--arg NAME=VALUE]...
     graph TARGET [--format dot|json|mermaid] [--params JSON] [--arg NAME=VALUE]...
     list MODULE_OR_FILE
@@ -62,6 +62,7 @@ from auto_workflow.exceptions import (
     TaskExecutionError,
     UpstreamFailedError,
 )
+from auto_workflow.logging import enable_structured_logging
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
 
@@ -177,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
     add_history_commands(sub, _positive_int)
+    run.add_argument(
+        "--structured-logs",
+        action="store_true",
+        help="log one JSON object per line per task outcome on stderr (no progress display)",
+    )
     sub.add_parser("describe", parents=[target], help="print a flow's graph as JSON")
     graph = sub.add_parser("graph", parents=[target], help="export a flow's graph")
     graph.add_argument("--format", choices=_FORMATS, default="dot", help="default: dot")
@@ -537,8 +543,9 @@ def _stable_target(target: str) -> str:
 
 def _watch(flow_obj: Flow[Any], args: argparse.Namespace, call: Callable[[], Any]) -> int:
     """Run ``call`` (a run of ``flow_obj``) with live progress, a summary and exit codes."""
-    console = None if args.no_progress else rich_console()
-    progress = RunProgress(flow_obj.name, log=console is None)
+    structured: bool = getattr(args, "structured_logs", False)
+    console = None if args.no_progress or structured else rich_console()
+    progress = RunProgress(flow_obj.name, log=console is None and not structured)
     try:
         with progress.watch(), live_display(progress, console):
             result = call()
@@ -671,10 +678,13 @@ def _print_tracebacks(errors: Sequence[BaseException]) -> None:
         traceback.print_exception(err, file=sys.stderr)
 
 
-def _setup_logging() -> Callable[[], None]:
-    """The CLI's log handler, at the configured level (raises ValueError on bad config)."""
+def _setup_logging(structured: bool) -> Callable[[], None]:
+    """The CLI's log handler, at the configured level (raises ValueError on bad config):
+    readable lines, or with ``--structured-logs`` JSON objects."""
     level = get_config().log_level
     disabled = os.environ.get(DISABLE_LOGS_ENV, "").strip().lower() in _TRUE
+    if structured and not disabled:
+        return enable_structured_logging(level)
     return configure_logging(level, enabled=not disabled)
 
 
@@ -708,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        restore_logging = _setup_logging()
+        restore_logging = _setup_logging(getattr(args, "structured_logs", False))
     except ValueError as exc:
         _error(f"invalid configuration: {exc}")
         return EXIT_USAGE

@@ -33,7 +33,13 @@ from auto_workflow._core._context import RunContext, use_context
 from auto_workflow._core._durable import Session, check_run_id, flow_target
 from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placeholders
 from auto_workflow._core._journal import RunSpec, installed_history
-from auto_workflow._core._model import ArtifactRef, FailurePolicy, RunIn, TaskOptions
+from auto_workflow._core._model import (
+    ArtifactRef,
+    FailurePolicy,
+    RunIn,
+    TaskOptionAttributes,
+    TaskOptions,
+)
 from auto_workflow._core._plugins import DEFAULTS, Plugins
 from auto_workflow._core._runner import FlowRunner, text_fan_out_hint
 from auto_workflow._results._keys import CacheKeyReport, explain
@@ -104,7 +110,7 @@ def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(params)
 
 
-class TaskDefinition(Generic[P, R]):
+class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
     """A function decorated with ``@task``: call it in a flow to add a node, elsewhere to run.
 
     Keeps the wrapped function's name, docstring and signature. Outside a flow, calling it
@@ -116,7 +122,6 @@ class TaskDefinition(Generic[P, R]):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.options = options
-        self.name = options.name
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature, self._arity = _call_shape(fn)
 
@@ -732,6 +737,7 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
         if events:
             ms = (time.perf_counter() - start) * 1000
             ended = {"status": "failed", "duration_ms": ms, "error": repr(exc)}
+            ended["tasks"] = runner.state.graph.task_count()
             events.emit("flow_completed", {**payload, **ended, "failed": len(runner.failures)})
         raise
     finally:
@@ -740,6 +746,7 @@ async def _observe_flow(calls: CallRunner, runner: FlowRunner) -> None:
         ms = (time.perf_counter() - start) * 1000
         count = len(runner.failures)  # failure_policy="continue" returns despite failures
         done: dict[str, Any] = {"status": "failed" if count else "succeeded", "failed": count}
+        done["tasks"] = runner.state.graph.task_count()
         if count:
             done["error"] = f"{count} task(s) failed"
         events.emit("flow_completed", {**payload, **done, "duration_ms": ms})

@@ -15,6 +15,7 @@ import asyncio
 import builtins
 import contextlib
 import copy
+import functools
 import inspect
 import logging
 import math
@@ -34,6 +35,7 @@ from auto_workflow._core._model import ArtifactRef, RunIn
 from auto_workflow._execution._local import AsyncExecutor, ThreadExecutor
 from auto_workflow._execution._process import ProcessExecutor, get_process_pool
 from auto_workflow._execution._protocol import Call, Executor
+from auto_workflow._observe._hub import chain_middleware
 from auto_workflow._results._keys import UnkeyableError, default_cache_key, remembered_key
 from auto_workflow.exceptions import (
     AttemptTimeoutError,
@@ -559,39 +561,21 @@ class CallRunner:
         async def innermost() -> Any:
             return await _bounded_call(executor, call, task.options.timeout)
 
-        run = _chain(self.plugins.middleware, innermost, task, call.args, call.kwargs)
+        payload = functools.partial(self.payload, task, node_id, attempt=attempt)
+        run = chain_middleware(
+            self.plugins.middleware,
+            innermost,
+            task,
+            call.args,
+            call.kwargs,
+            self.plugins.events,
+            payload,
+        )
         tracer = self.plugins.tracer
         if tracer is None:
             return await run()
         async with tracer.span(f"task:{task.name}", node=node_id, attempt=attempt):
             return await run()
-
-
-def _chain(
-    middleware: tuple[Callable[..., Awaitable[Any]], ...],
-    innermost: Callable[[], Awaitable[Any]],
-    task: TaskLike,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Callable[[], Awaitable[Any]]:
-    """Compose middleware around ``innermost``; the first registered is outermost."""
-    call = innermost
-    for mw in reversed(middleware):
-        call = _wrap(mw, call, task, args, kwargs)
-    return call
-
-
-def _wrap(
-    mw: Callable[..., Awaitable[Any]],
-    inner: Callable[[], Awaitable[Any]],
-    task: TaskLike,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Callable[[], Awaitable[Any]]:
-    async def step() -> Any:
-        return await mw(inner, task, args, kwargs)
-
-    return step
 
 
 async def _bounded(work: Awaitable[Any], seconds: float | None) -> Any:

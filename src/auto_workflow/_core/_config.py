@@ -14,10 +14,10 @@ import os
 import threading
 import tomllib
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from auto_workflow.exceptions import AutoWorkflowWarning
 
@@ -27,9 +27,24 @@ _ENV_PREFIX = "AUTO_WORKFLOW_"
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
 
 
+ConfigValue = str | int | None
+"""What a configuration value can be (each key has one of these types, see :class:`Config`)."""
+
+_StrKey = Literal[
+    "log_level",
+    "artifact_store",
+    "artifact_store_path",
+    "artifact_serializer",
+    "result_cache",
+    "result_cache_path",
+]
+_OptionalIntKey = Literal["result_cache_max_entries", "process_pool_max_workers"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
-    """The validated configuration.
+class Config(Mapping[str, ConfigValue]):
+    """The validated configuration: attributes, and a read-only mapping of the same values
+    (``cfg["max_dynamic_tasks"]``, ``"result_cache" in cfg``, ``dict(cfg)``).
 
     Attributes:
         log_level: Level of the CLI's log output.
@@ -64,6 +79,35 @@ class Config:
     history_retention: float | None = 30 * 86400.0
     history_keep_runs: int | None = 1000
     durable: bool = False
+
+    @overload
+    def __getitem__(self, key: _StrKey) -> str: ...
+
+    @overload
+    def __getitem__(self, key: Literal["max_dynamic_tasks"]) -> int: ...
+
+    @overload
+    def __getitem__(self, key: _OptionalIntKey) -> int | None: ...
+
+    @overload
+    def __getitem__(self, key: str) -> ConfigValue: ...
+
+    def __getitem__(self, key: str) -> ConfigValue:
+        if key not in _KEYS:
+            close = difflib.get_close_matches(str(key), _KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"no configuration key {key!r}{hint}")
+        value: ConfigValue = getattr(self, key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_KEYS)
+
+    def __len__(self) -> int:
+        return len(_KEYS)
+
+
+_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
 
 
 def _positive_int(key: str, value: object, source: str) -> int:

@@ -18,7 +18,14 @@ import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
 from auto_workflow.exceptions import ContextError
 
-__all__ = ["RunContext", "TaskFrame", "get_context", "use_context"]
+__all__ = [
+    "RunContext",
+    "TaskFrame",
+    "get_context",
+    "reset_context",
+    "set_context",
+    "use_context",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -134,7 +141,8 @@ def get_context() -> RunContext:
     being built (so ``params`` can shape the graph).
 
     Raises:
-        ContextError: when called outside a flow run or task execution.
+        ContextError: when called outside a flow run or task execution (also a
+            ``RuntimeError``, as in the public ``auto-workflow`` package).
     """
     ctx = current_context()
     if ctx is None:
@@ -160,6 +168,27 @@ def set_frame(frame: TaskFrame) -> Token[RunContext | TaskFrame | None]:
 
 def reset_frame(token: Token[RunContext | TaskFrame | None]) -> None:
     """Undo :func:`set_frame`."""
+    _current.reset(token)
+
+
+ContextToken = Token[RunContext | TaskFrame | None]
+
+
+def set_context(ctx: RunContext) -> ContextToken:
+    """Make ``ctx`` the current run context (what :func:`get_context` returns) from now on
+    in this context; undo it with ``reset_context(token)``. Prefer :func:`use_context`,
+    which undoes it for you.
+
+    Raises:
+        TypeError: ``ctx`` is not a :class:`RunContext`.
+    """
+    if not isinstance(ctx, RunContext):
+        raise TypeError(f"set_context() takes a RunContext; got {type(ctx).__name__}")
+    return _current.set(ctx)
+
+
+def reset_context(token: ContextToken) -> None:
+    """Undo the :func:`set_context` that returned ``token``."""
     _current.reset(token)
 
 

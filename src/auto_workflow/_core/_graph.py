@@ -2,7 +2,8 @@
 
 A :class:`Graph` is built by a flow body: one :class:`Node` per task call, in build order,
 plus one barrier node per dynamic fan-out. A node can only depend on nodes built before it,
-so a graph is acyclic by construction.
+so a graph is acyclic by construction; a graph put together some other way is checked when
+a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot be ordered).
 
 :class:`RunState` drives one run of a graph. Invariants:
 
@@ -22,7 +23,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from auto_workflow.exceptions import PlaceholderMisuseError
+from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError, PlaceholderMisuseError
 
 if TYPE_CHECKING:
     from auto_workflow._core._model import TaskOptions
@@ -211,10 +212,36 @@ class Graph:
 
     # -- views: describe / DOT / adjacency are all derived from this one model ----------
 
+    def task_count(self) -> int:
+        """How many task nodes the graph has (fan-out barriers not counted)."""
+        return sum(not n.is_barrier for n in self.nodes)
+
     def describe(self) -> dict[str, Any]:
-        """A JSON-serialisable description of the graph."""
+        """A JSON-serialisable description of the graph.
+
+        ``nodes`` lists every node in build order, fan-out barriers included, and ``count``
+        is their number; ``dynamic_fanouts`` has one entry per dynamic fan-out (its node,
+        source node, task and ``type: "dynamic_fanout"``) and ``dynamic_count`` their number.
+        The children a dynamic fan-out creates at run time are in none of these.
+        """
         nodes = [self._describe_node(n) for n in self.nodes]
-        return {"flow": self.name, "nodes": nodes, "count": len(nodes)}
+        fanouts = [self._describe_fanout(n) for n in self.nodes if n.is_barrier]
+        return {
+            "flow": self.name,
+            "nodes": nodes,
+            "count": len(nodes),
+            "dynamic_fanouts": fanouts,
+            "dynamic_count": len(fanouts),
+        }
+
+    def _describe_fanout(self, barrier: Node) -> dict[str, Any]:
+        return {
+            "id": barrier.id,
+            "type": "dynamic_fanout",
+            "task": barrier.task.name,
+            "source": self.nodes[barrier.deps[0]].id,
+            "max_concurrency": barrier.group.limit if barrier.group else None,
+        }
 
     def _describe_node(self, node: Node) -> dict[str, Any]:
         ids = self.nodes
@@ -429,6 +456,33 @@ def _resolve_subclass(value: Any, results: list[Any]) -> Any:
     return type(value)(resolve(v, results) for v in value)
 
 
+def _check_orderable(graph: Graph) -> None:
+    """Raise CycleDetectedError unless the graph's nodes can be put in dependency order
+    (Kahn's algorithm; only for graphs not built in order, which a flow body never makes)."""
+    nodes = graph.nodes
+    if any(d < 0 for n in nodes for d in n.deps):
+        raise InvalidGraphError(f"flow {graph.name!r}: a node has a negative dependency index")
+    remaining = [len(n.deps) for n in nodes]
+    dependents: list[list[int]] = [[] for _ in nodes]
+    for node in nodes:
+        for d in node.deps:
+            dependents[d].append(node.index)
+    ready = [n.index for n in nodes if not n.deps]
+    ordered = 0
+    while ready:
+        ordered += 1
+        for dep in dependents[ready.pop()]:
+            remaining[dep] -= 1
+            if remaining[dep] == 0:
+                ready.append(dep)
+    if ordered < len(nodes):
+        stuck = [nodes[i].id for i, left in enumerate(remaining) if left][:10]
+        raise CycleDetectedError(
+            f"flow {graph.name!r}: its graph cannot be ordered, nodes depend on each other "
+            f"in a cycle (among: {', '.join(stuck)})"
+        )
+
+
 class RunState:
     """The state of one run of a graph. Synchronous and loop-free; see the module docstring."""
 
@@ -455,11 +509,20 @@ class RunState:
         self._dependents: list[list[int]] = [[] for _ in range(n)]
         self._heap: list[int] = []
         dependents = self._dependents
-        for node in nodes:
-            for d in node.deps:
-                dependents[d].append(node.index)
-            if not node.deps:
-                self._push(node)
+        backwards = True  # every dependency built before its dependant: no cycle possible
+        try:
+            for node in nodes:
+                for d in node.deps:
+                    dependents[d].append(node.index)
+                    backwards = backwards and 0 <= d < node.index
+                if not node.deps:
+                    self._push(node)
+        except IndexError:
+            raise InvalidGraphError(
+                f"flow {graph.name!r}: a node depends on a node the graph does not have"
+            ) from None
+        if not backwards:
+            _check_orderable(graph)
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from auto_workflow.exceptions import InvalidKeyError
 
-__all__ = ["ArtifactRef", "FailurePolicy", "RunIn", "TaskOptions", "require_methods"]
+__all__ = [
+    "ArtifactRef",
+    "FailurePolicy",
+    "RunIn",
+    "TaskOptionAttributes",
+    "TaskOptions",
+    "require_methods",
+]
 
 CacheKeyFn = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
 
@@ -144,6 +151,70 @@ class TaskOptions:
         }
 
 
+class TaskOptionAttributes:
+    """A task's options as read-only attributes (``t.retries``, ``t.run_in``, ...), as the
+    public ``auto-workflow`` package exposes them. The options themselves stay in
+    ``options``; ``with_options(...)`` makes a copy with other values."""
+
+    __slots__ = ()
+    options: TaskOptions
+
+    @property
+    def name(self) -> str:
+        """The task's (node) name."""
+        return self.options.name
+
+    @property
+    def retries(self) -> int:
+        """Retries after the first attempt."""
+        return self.options.retries
+
+    @property
+    def retry_backoff(self) -> float:
+        """Base seconds of the exponential backoff between attempts."""
+        return self.options.retry_backoff
+
+    @property
+    def retry_jitter(self) -> float:
+        """Most random seconds added to each backoff."""
+        return self.options.retry_jitter
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds one attempt may take (``None``: no limit)."""
+        return self.options.timeout
+
+    @property
+    def cache_ttl(self) -> int | None:
+        """Seconds a cached result stays valid (``None``: not cached)."""
+        return self.options.cache_ttl
+
+    @property
+    def cache_key_fn(self) -> CacheKeyFn | None:
+        """The function that makes cache keys, if not the default."""
+        return self.options.cache_key_fn
+
+    @property
+    def persist(self) -> bool:
+        """Whether the result goes to the artifact store (the task returns an ArtifactRef)."""
+        return self.options.persist
+
+    @property
+    def priority(self) -> int:
+        """Higher runs first among ready tasks."""
+        return self.options.priority
+
+    @property
+    def run_in(self) -> RunIn:
+        """Where a call runs: ``"async"``, ``"thread"`` or ``"process"`` (a str enum)."""
+        return self.options.run_in
+
+    @property
+    def tags(self) -> frozenset[str]:
+        """The task's tags."""
+        return self.options.tags
+
+
 _ARTIFACT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _STORE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
@@ -166,21 +237,28 @@ def check_artifact_key(key: object) -> str:
 class ArtifactRef:
     """A small, immutable, hashable, picklable handle to a persisted task result.
 
+    ``ArtifactRef(key)``, rebuilt from a saved key, names no store kind and is read from
+    whichever store it is given to (the configured one, for ``get_store().get(ref)``).
+
     Attributes:
         key: The artifact's key in its store (validated: it can never address a path
             outside the store's directory).
-        store: The name of the store kind that holds it (``"memory"``, ``"filesystem"``).
+        store: The name of the store kind that holds it (``"memory"``, ``"filesystem"``),
+            or ``None`` when not known.
     """
 
     key: str
-    store: str = "memory"
+    store: str | None = None
 
     def __post_init__(self) -> None:
         check_artifact_key(self.key)
-        if not isinstance(self.store, str) or not _STORE_NAME.fullmatch(self.store):
-            raise InvalidKeyError(f"invalid artifact store name {self.store!r}")
+        store = self.store
+        if store is not None and (not isinstance(store, str) or not _STORE_NAME.fullmatch(store)):
+            raise InvalidKeyError(f"invalid artifact store name {store!r}")
 
     def __repr__(self) -> str:
+        if self.store is None:
+            return f"ArtifactRef({self.key!r})"
         return f"ArtifactRef({self.key!r}, store={self.store!r})"
 
 

@@ -2,12 +2,14 @@
 in-memory default: tracer, metrics provider, middleware and the event bus.
 
 Invariants: nothing is created or configured at import; a subscriber that raises is logged
-and never breaks a run; an unused seam costs a single attribute check per call.
+and never breaks a run, nor does a middleware that raises on its own account (only the
+task's own error fails a task); an unused seam costs a single attribute check per call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,13 +19,17 @@ from auto_workflow._core._model import require_methods
 
 __all__ = [
     "EventBus",
+    "EventCallback",
     "InMemoryMetrics",
     "MetricsProvider",
     "Middleware",
     "NullTracer",
     "Tracer",
+    "chain_middleware",
     "check_metrics",
     "check_tracer",
+    "middleware_name",
+    "takes_payload_only",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,20 +121,62 @@ class InMemoryMetrics:
 
 # -- events ------------------------------------------------------------------------------
 
-EventCallback = Callable[[str, dict[str, Any]], Any]
+EventCallback = Callable[..., Any]
+"""``cb(payload)`` (the documented form) or ``cb(name, payload)``."""
+
+_PROBE = object()
+
+
+def takes_payload_only(callback: EventCallback) -> bool:
+    """Whether ``callback`` is called as ``cb(payload)`` (else as ``cb(name, payload)``).
+
+    Decided once, when it subscribes, from its signature: a callback that fits both (say
+    ``def cb(*args)``) gets the documented one-argument form; one whose signature cannot be
+    read (some builtins) too.
+
+    Raises:
+        TypeError: ``callback`` is not callable, or takes neither one nor two arguments.
+    """
+    if not callable(callback):
+        raise TypeError(f"an event callback must be callable; got {type(callback).__name__}")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):
+        return True
+    for one_argument, probe in ((True, (_PROBE,)), (False, (_PROBE, _PROBE))):
+        try:
+            signature.bind(*probe)
+        except TypeError:
+            continue
+        return one_argument
+    raise TypeError(
+        f"event callback {callback!r} must take the payload dict (def cb(payload)) or the "
+        f"event name and the payload (def cb(name, payload)); its signature is {signature}"
+    )
 
 
 class EventBus:
-    """Named events with subscriber callbacks ``cb(name, payload)``."""
+    """Named events with subscriber callbacks ``cb(payload)`` or ``cb(name, payload)``.
+
+    The payload delivered holds the event's name under ``"event"``. Subscriptions are an
+    immutable snapshot replaced on change, so a callback may (un)subscribe while an event
+    is being delivered.
+    """
 
     def __init__(self) -> None:
-        self._subs: dict[str, list[EventCallback]] = {}
+        self._subs: dict[str, tuple[tuple[EventCallback, bool], ...]] = {}
 
     def subscribe(self, name: str, callback: EventCallback) -> Callable[[], None]:
-        """Call ``callback(name, payload)`` on each ``name`` event; returns an unsubscriber."""
-        if not callable(callback):
-            raise TypeError(f"subscribe({name!r}, ...): callback must be callable")
-        self._subs = {**self._subs, name: [*self._subs.get(name, ()), callback]}
+        """Call ``callback`` on each ``name`` event; returns an unsubscriber.
+
+        Raises:
+            TypeError: ``callback`` is not callable or fits neither form.
+        """
+        try:
+            single = takes_payload_only(callback)
+        except TypeError as exc:
+            raise TypeError(f"subscribe({name!r}, ...): {exc}") from None
+        self._subs = {**self._subs, name: (*self._subs.get(name, ()), (callback, single))}
 
         def remove() -> None:
             self.unsubscribe(name, callback)
@@ -138,10 +186,10 @@ class EventBus:
     def unsubscribe(self, name: str, callback: EventCallback) -> bool:
         """Remove one subscription of ``callback`` to ``name``; ``True`` if there was one."""
         current = list(self._subs.get(name, ()))
-        for index, cb in enumerate(current):
+        for index, (cb, _) in enumerate(current):
             if cb is callback or cb == callback:
                 del current[index]
-                self._subs = {**self._subs, name: current}
+                self._subs = {**self._subs, name: tuple(current)}
                 return True
         return False
 
@@ -153,16 +201,130 @@ class EventBus:
         return any(self._subs.values())
 
     def emit(self, name: str, payload: dict[str, Any]) -> None:
-        """Deliver one event; a raising subscriber is logged, never propagated."""
-        for callback in self._subs.get(name, ()):
+        """Deliver one event; a raising subscriber is logged, never propagated.
+
+        ``payload`` gets the key ``"event"`` (the name) when anyone listens.
+        """
+        subs = self._subs.get(name)
+        if not subs:
+            return
+        payload["event"] = name
+        for callback, single in subs:
             try:
-                callback(name, payload)
+                if single:
+                    callback(payload)
+                else:
+                    callback(name, payload)
             except Exception:
                 logger.exception("event subscriber %r failed on %r", callback, name)
 
     def clear(self) -> None:
         """Remove every subscriber."""
         self._subs = {}
+
+
+# -- middleware --------------------------------------------------------------------------
+
+
+class _Inner:
+    """The ``next_call`` one middleware gets: runs the rest of the chain and remembers
+    whether it ran and how it ended, so a middleware's own error can be told apart from
+    the task's error passing through it."""
+
+    __slots__ = ("called", "failed", "inner", "value")
+
+    def __init__(self, inner: Callable[[], Awaitable[Any]]) -> None:
+        self.inner = inner
+        self.called = False
+        self.failed = False
+        self.value: Any = None
+
+    async def __call__(self) -> Any:
+        self.called = True
+        try:
+            self.value = await self.inner()
+        except BaseException:
+            self.failed = True
+            raise
+        self.failed = False
+        return self.value
+
+
+def middleware_name(mw: object) -> str:
+    """A readable name for a middleware (its qualified name, else its repr)."""
+    name = getattr(mw, "__qualname__", None) or getattr(type(mw), "__qualname__", None)
+    module = getattr(mw, "__module__", None)
+    return f"{module}.{name}" if module and name else repr(mw)
+
+
+def chain_middleware(
+    middleware: tuple[Middleware, ...],
+    innermost: Callable[[], Awaitable[Any]],
+    task: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    events: EventBus,
+    payload: Callable[[], dict[str, Any]],
+) -> Callable[[], Awaitable[Any]]:
+    """Compose ``middleware`` around ``innermost``; the first registered is outermost.
+
+    A middleware that raises before it calls ``next_call()`` or after it returned is
+    skipped for this call: the rest of the chain runs (or its result is kept), the error is
+    logged once and sent as a ``middleware_error`` event (``payload()`` plus
+    ``middleware`` and ``error``). An error raised after ``next_call()`` failed is the
+    task's failure and propagates.
+    """
+    call = innermost
+    for mw in reversed(middleware):
+        call = _Step(mw, call, task, args, kwargs, events, payload)
+    return call
+
+
+class _Step:
+    """One middleware around the rest of the chain (see :func:`chain_middleware`)."""
+
+    __slots__ = ("args", "events", "inner", "kwargs", "mw", "payload", "task")
+
+    def __init__(
+        self,
+        mw: Middleware,
+        inner: Callable[[], Awaitable[Any]],
+        task: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        events: EventBus,
+        payload: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.mw, self.inner, self.task = mw, inner, task
+        self.args, self.kwargs = args, kwargs
+        self.events, self.payload = events, payload
+
+    async def __call__(self) -> Any:
+        inner = _Inner(self.inner)
+        try:
+            return await self.mw(inner, self.task, self.args, self.kwargs)
+        except Exception as exc:
+            if inner.called and inner.failed:
+                raise  # the task's own failure (or one a middleware made of it)
+            self._report(exc)
+            if inner.called:
+                return inner.value  # it failed after the rest of the chain succeeded
+            return await self.inner()
+
+    def _report(self, exc: Exception) -> None:
+        name = middleware_name(self.mw)
+        task_name = getattr(self.task, "name", repr(self.task))
+        logger.warning(
+            "middleware %s failed on task %r (%s: %s); this call goes on without it",
+            name,
+            task_name,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        if self.events.wants("middleware_error"):
+            extra = {"middleware": name, "error": repr(exc)}
+            self.events.emit("middleware_error", {**self.payload(), **extra})
 
 
 def check_tracer(tracer: object, what: str = "a tracer") -> Tracer:

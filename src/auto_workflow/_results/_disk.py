@@ -4,15 +4,21 @@ Layout::
 
     <cache dir>/<h[:2]>/<h>        h = sha256 of the key (hex); the key itself is stored inside
     <artifact dir>/<key>           key = ArtifactRef.key, re-checked by check_artifact_key
+    <artifact dir>/<key>.json      a json artifact: plain UTF-8 JSON, readable by jq & co
+    <artifact dir>/<key>.json.sha256   its checksum, in ``sha256sum`` format
     .<name>.<pid>.<random>.tmp     a write in progress, or one abandoned by a killed writer
 
-Every entry file is ``header | key | payload``. The 68-byte little-endian header holds the
-magic ``b"AWFS"``, the format version, the entry kind (cache or artifact), the codec (pickle
-or json), the stored-at and expires-at times (``inf``: never), the key and payload lengths,
-and the sha256 of everything else in the file (header fields, key and payload).
+Every entry file but a json artifact is ``header | key | payload``. The 68-byte
+little-endian header holds the magic ``b"AWFS"``, the format version, the entry kind (cache
+or artifact), the codec (pickle or json), the stored-at and expires-at times (``inf``:
+never), the key and payload lengths, and the sha256 of everything else in the file (header
+fields, key and payload). Older json artifacts in this framing are still read.
 
 Invariants:
 
+- A json artifact is two files: the checksum is written first, then the JSON, each
+  atomically, so a ``<key>.json`` that exists has its checksum beside it; the reader checks
+  it (``sha256sum -c <key>.json.sha256`` does the same by hand).
 - A name not starting with ``.`` only ever holds a complete entry. A writer writes a temp
   file in the same directory, flushes and fsyncs it, then ``os.replace``-s it onto the
   name, so a writer killed at any point leaves at most a temp file. Readers never open temp
@@ -86,6 +92,8 @@ _SHARD_NAME = re.compile(r"[0-9a-f]{2}")
 _OPEN_SAFE = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_READ = os.O_RDONLY | _OPEN_SAFE
 _OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_SAFE
+_JSON_SUFFIX = ".json"
+_SUM_SUFFIX = ".sha256"
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _JSON_ACCEPTS = (
     "the json artifact serializer accepts dict (str keys), list, str, int, float, bool, "
@@ -630,6 +638,9 @@ class FilesystemArtifactStore:
     def put(self, value: Any) -> ArtifactRef:
         """Store ``value`` under a fresh key.
 
+        With ``serializer="json"`` the file is ``<key>.json``, plain JSON any tool can read,
+        and its checksum ``<key>.json.sha256``; with pickle, one framed file ``<key>``.
+
         Returns:
             ``ArtifactRef(key, "filesystem")``.
 
@@ -638,11 +649,11 @@ class FilesystemArtifactStore:
                 exactly; the message names the offending type and where it is. Nothing is
                 written.
         """
-        if self.serializer == "json":
-            payload = _to_json(value)
-        else:
-            payload = _pickle(value, "filesystem artifact store")
         ref = ArtifactRef(uuid.uuid4().hex, self.name)
+        if self.serializer == "json":
+            self._put_json(self._path_of(ref), ref.key, _to_json(value))
+            return ref
+        payload = _pickle(value, "filesystem artifact store")
         codec, key = _CODECS[self.serializer], ref.key.encode("ascii")
         parts = _entry_parts(_KIND_ARTIFACT, codec, time.time(), math.inf, key, payload)
         _write_atomic(self._path_of(ref), parts)
@@ -662,6 +673,15 @@ class FilesystemArtifactStore:
                 this process (say, the module defining its type is missing here).
         """
         path = self._path_of(ref)
+        try:
+            return _read_json_artifact(path + _JSON_SUFFIX)
+        except FileNotFoundError:
+            pass  # not a json artifact: a framed one, or none
+        except (OSError, _CorruptError) as exc:
+            _warn_corrupt(f"artifact file {path}{_JSON_SUFFIX} is corrupt ({exc})")
+            raise ArtifactNotFoundError(
+                f"artifact {ref.key!r}: the stored file {path}{_JSON_SUFFIX} was corrupt ({exc})"
+            ) from exc
         try:
             return self._decode(_read_artifact(path, ref.key))
         except FileNotFoundError:
@@ -701,9 +721,9 @@ class FilesystemArtifactStore:
         """
         try:
             path = self._path_of(ref)
-            return stat.S_ISREG(os.lstat(path).st_mode)
-        except (ArtifactNotFoundError, FileNotFoundError):
+        except ArtifactNotFoundError:
             return False
+        return any(_is_file(p) for p in (path + _JSON_SUFFIX, path))
 
     def delete(self, ref: ArtifactRef) -> None:
         """Remove the artifact under ``ref``; no error if there is none.
@@ -712,7 +732,18 @@ class FilesystemArtifactStore:
             InvalidKeyError: ``ref.key`` is not a safe key.
             ArtifactNotFoundError: ``ref`` belongs to another store.
         """
-        _discard(self._path_of(ref))
+        path = self._path_of(ref)
+        for name in (path + _JSON_SUFFIX, path + _JSON_SUFFIX + _SUM_SUFFIX, path):
+            _discard(name)
+
+    def _put_json(self, path: str, key: str, payload: bytes) -> None:
+        """The checksum first, then the JSON: a json file that exists has its checksum."""
+        name = key + _JSON_SUFFIX
+        digest = hashlib.sha256(payload).hexdigest()
+        _write_atomic(path + _JSON_SUFFIX + _SUM_SUFFIX, [f"{digest}  {name}\n".encode()])
+        _write_atomic(path + _JSON_SUFFIX, [payload])
+        if self._schedule.due(time.monotonic()):
+            self.prune()
 
     def prune(self) -> int:
         """Remove temp files left by writers killed more than 10 minutes ago.
@@ -731,7 +762,7 @@ class FilesystemArtifactStore:
             )
         key = check_artifact_key(getattr(ref, "key", None))
         store = getattr(ref, "store", None)
-        if store != self.name:
+        if store is not None and store != self.name:  # None: a ref rebuilt from its key
             raise ArtifactNotFoundError(
                 f"artifact {key!r} belongs to the {store!r} artifact store, not to this "
                 f"{self.name} store"
@@ -740,6 +771,37 @@ class FilesystemArtifactStore:
         if os.path.dirname(os.path.normpath(path)) != str(self.path):
             raise InvalidKeyError(f"artifact key {key!r} does not name a file in {self.path}")
         return path
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _read_json_artifact(path: str) -> Any:
+    """The value of a json artifact file, checked against its ``.sha256`` file.
+
+    Raises:
+        FileNotFoundError: there is no json artifact at ``path``.
+        _CorruptError: the checksum is missing or does not match, or the JSON is invalid.
+    """
+    with _opened(path) as (fd, _), open(fd, "rb", closefd=False) as file:
+        payload = file.read()
+    try:
+        with open(path + _SUM_SUFFIX, "rb") as file:
+            expected = file.read().split(b" ", 1)[0].decode("ascii", "replace")
+    except FileNotFoundError:
+        if not _is_file(path):
+            raise  # both were deleted since the JSON was opened: no artifact, not a corrupt one
+        raise _CorruptError(f"its checksum file {path}{_SUM_SUFFIX} is missing") from None
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise _CorruptError("its content does not match its checksum")
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise _CorruptError(f"invalid json ({exc})") from exc
 
 
 def _read_artifact(path: str, key: str) -> _Entry:

@@ -8,6 +8,7 @@ consumers); a missing artifact is an :class:`ArtifactNotFoundError` (a ``KeyErro
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -16,9 +17,9 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from auto_workflow._core._config import Config
+from auto_workflow._core._config import Config, get_config
 from auto_workflow._core._model import ArtifactRef, require_methods
 from auto_workflow._results._disk import FilesystemArtifactStore, FilesystemResultCache
 from auto_workflow.exceptions import ArtifactNotFoundError
@@ -54,8 +55,17 @@ class ResultCache(Protocol):
     def set(self, key: str, value: Any) -> None: ...
 
 
+class _Default(enum.Enum):
+    FROM_CONFIG = enum.auto()
+
+
 class MemoryResultCache:
     """Thread-safe in-process cache with per-read TTL and an optional LRU bound.
+
+    Args:
+        max_entries: The LRU bound; ``None`` for none. Left out, the configuration's
+            ``result_cache_max_entries`` (read when the cache is made).
+        clock: Where time comes from (tests).
 
     Entries whose writer-given ``ttl`` has passed are swept every ``_SWEEP_EVERY`` writes,
     so a long-lived process does not keep dead entries forever.
@@ -63,7 +73,13 @@ class MemoryResultCache:
 
     _SWEEP_EVERY = 1024
 
-    def __init__(self, max_entries: int | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        max_entries: int | Literal[_Default.FROM_CONFIG] | None = _Default.FROM_CONFIG,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_entries is _Default.FROM_CONFIG:
+            max_entries = get_config().result_cache_max_entries
         bad = isinstance(max_entries, bool) or not isinstance(max_entries, int | None)
         if bad or (max_entries is not None and max_entries < 1):
             raise ValueError(
@@ -165,7 +181,8 @@ class MemoryArtifactStore:
         try:
             return self._items[ref.key]
         except KeyError:
-            where = "" if ref.store == self.name else f" (the ref is from a {ref.store} store)"
+            other = ref.store not in (None, self.name)
+            where = f" (the ref is from a {ref.store} store)" if other else ""
             raise ArtifactNotFoundError(
                 f"no artifact {ref.key!r} in the {self.name} artifact store{where}"
             ) from None
