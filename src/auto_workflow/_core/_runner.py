@@ -210,7 +210,8 @@ def _skip_error(skipped: Node, failed: Node, err: TaskExecutionError) -> Upstrea
         name,
         err,
         0,
-        message=f"task {name!r} ({skipped.id}) was skipped: upstream {failed.id} failed",
+        message=f"task {name!r} ({skipped.id}) was skipped: upstream {failed.id} failed"
+        " (dependants of a failure are skipped, not run with its error: docs/migrating.md)",
     )
 
 
