@@ -668,3 +668,16 @@ def test_describe_of_a_flow_counts_its_dynamic_fanouts() -> None:
     assert [f["source"] for f in described["dynamic_fanouts"]] == ["numbers:0", "fanout:1"]
     assert {f["type"] for f in described["dynamic_fanouts"]} == {"dynamic_fanout"}
     assert json.loads(json.dumps(described)) == described
+
+
+def test_a_fan_out_over_text_is_refused_with_a_pointer_to_the_migration_page() -> None:
+    @task
+    def shout(c: str) -> str:
+        return c.upper()
+
+    @flow
+    def pipeline() -> list[str]:
+        return fan_out(shout, "abc")
+
+    with pytest.raises(TypeError, match=r"list\(value\).*docs/migrating\.md"):
+        pipeline.run()

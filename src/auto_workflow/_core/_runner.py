@@ -220,7 +220,8 @@ def text_fan_out_hint(value: str | bytes | bytearray) -> str:
     kind = type(value).__name__
     return (
         f"the source is a {kind}, and mapping over it would make one call per character; "
-        f"pass [value] for a single call, or list(value) if you do mean each character"
+        f"pass [value] for a single call, or list(value) if you do mean each character "
+        "(docs/migrating.md)"
     )
 
 
