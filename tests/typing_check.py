@@ -1,11 +1,28 @@
-"""Checked by mypy (see pyproject), not run: @task keeps signatures for type checkers."""
+"""Checked by mypy (see pyproject), not run: @task keeps signatures for type checkers, and a
+user module written with the public auto-workflow package's names (aliases, one-argument
+subscribers, Config as a mapping, task option attributes) is clean under --strict."""
 
 from __future__ import annotations
 
-from typing import assert_type
+from collections.abc import Mapping
+from typing import Any, assert_type
 
-from auto_workflow import Flow, TaskDefinition, fan_out, flow, task
-from auto_workflow.artifacts import ArtifactRef, get_store
+from auto_workflow import Flow, RunContext, TaskDefinition, fan_out, flow, task
+from auto_workflow.artifacts import (
+    ArtifactRef,
+    FileSystemArtifactStore,
+    InMemoryArtifactStore,
+    get_store,
+)
+from auto_workflow.cache import FileSystemResultCache, InMemoryResultCache
+from auto_workflow.config import DEFAULTS, Config, load_config
+from auto_workflow.context import reset_context, set_context
+from auto_workflow.events import emit, subscribe
+from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError
+from auto_workflow.fanout import fan_out as fan_out_too
+from auto_workflow.logging import enable_pretty_logging, enable_structured_logging
+from auto_workflow.secrets import DummyVaultSecrets
+from auto_workflow.tracing import DummyTracer, set_tracer
 
 
 @task(persist=True)
@@ -63,3 +80,55 @@ def check_flow() -> None:
 
 async def check_flow_async() -> None:
     assert_type(await pipeline.run_async(3), tuple[int, bytes])
+
+
+# -- the public auto-workflow package's names, as a user module would use them -----------
+
+
+def on_event(payload: dict[str, object]) -> None:
+    print(payload["event"])
+
+
+def on_named_event(name: str, payload: dict[str, object]) -> None:
+    print(name)
+
+
+def check_aliases() -> None:
+    store: FileSystemArtifactStore = FileSystemArtifactStore(".aw_artifacts", serializer="json")
+    memory: InMemoryArtifactStore = InMemoryArtifactStore()
+    assert_type(memory.put(1), ArtifactRef)
+    assert_type(store.put({"a": 1}), ArtifactRef)
+    assert_type(ArtifactRef("abc").store, str | None)
+    assert_type(InMemoryResultCache().get("k", None), Any)
+    FileSystemResultCache(".aw_cache")
+    set_tracer(DummyTracer())
+    assert_type(DummyVaultSecrets("APP_").get("TOKEN"), str | None)
+    assert_type(fan_out_too(fetch, ["a"]), list[bytes])
+    subscribe("task_succeeded", on_event)
+    subscribe("task_failed", on_named_event)
+    emit("batch_loaded", {"rows": 3})
+    undo = enable_structured_logging()
+    undo()
+    enable_pretty_logging("DEBUG")()
+    reset_context(set_context(RunContext(run_id="r", flow_name=None)))
+    error: InvalidGraphError = CycleDetectedError("loop")
+    assert isinstance(error, ValueError)
+
+
+def check_config_mapping() -> None:
+    cfg: Config = load_config()
+    assert_type(cfg["max_dynamic_tasks"], int)
+    assert_type(cfg["result_cache"], str)
+    assert_type(cfg["result_cache_max_entries"], int | None)
+    assert_type(DEFAULTS["artifact_serializer"], str)
+    assert_type(dict(cfg), dict[str, str | int | None])
+    mapping: Mapping[str, object] = cfg
+    assert "log_level" in mapping
+
+
+def check_task_attributes() -> None:
+    assert_type(fetch.retries, int)
+    assert_type(fetch.timeout, float | None)
+    assert_type(fetch.name, str)
+    assert_type(fetch.tags, frozenset[str])
+    assert fetch.run_in == "thread"

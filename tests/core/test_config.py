@@ -147,3 +147,11 @@ def test_config_is_a_read_only_mapping_with_typed_values(tmp_path: Path) -> None
     with pytest.raises(TypeError):
         cfg["log_level"] = "DEBUG"  # type: ignore[index]
     assert cfg == load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_MAX_DYNAMIC_TASKS": "7"})
+
+
+def test_a_validation_error_points_to_the_migration_page(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"must be one of .*docs/migrating\.md"):
+        load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_RESULT_CACHE": "redis"})
+    (tmp_path / "pyproject.toml").write_text("[tool.auto_workflow]\nresult_cach = 'memory'\n")
+    with pytest.raises(ValueError, match=r"unknown config key .*docs/migrating\.md"):
+        load_config(cwd=tmp_path, environ={})

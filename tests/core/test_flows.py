@@ -631,3 +631,53 @@ def test_a_decorator_that_injects_arguments_keeps_its_own_signature() -> None:
 
     with pytest.raises(TypeError, match="task 'first' called with arguments that do not fit"):
         bad_after.run()
+
+
+def test_a_skipped_dependant_says_why_and_where_the_difference_is_documented() -> None:
+    @task
+    def broken() -> int:
+        raise ValueError("no")
+
+    @task
+    def use(x: int) -> int:
+        return x
+
+    @flow
+    def pipeline() -> int:
+        return use(broken())
+
+    skipped = pipeline.run(failure_policy="continue")
+    assert "skipped, not run with its error: docs/migrating.md" in str(skipped)
+
+
+def test_describe_of_a_flow_counts_its_dynamic_fanouts() -> None:
+    @task
+    def numbers() -> list[int]:
+        return [1, 2]
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def pipeline() -> Any:
+        return fan_out(double, fan_out(double, numbers()))
+
+    described = pipeline.describe()
+    assert described["dynamic_count"] == 2
+    assert [f["source"] for f in described["dynamic_fanouts"]] == ["numbers:0", "fanout:1"]
+    assert {f["type"] for f in described["dynamic_fanouts"]} == {"dynamic_fanout"}
+    assert json.loads(json.dumps(described)) == described
+
+
+def test_a_fan_out_over_text_is_refused_with_a_pointer_to_the_migration_page() -> None:
+    @task
+    def shout(c: str) -> str:
+        return c.upper()
+
+    @flow
+    def pipeline() -> list[str]:
+        return fan_out(shout, "abc")
+
+    with pytest.raises(TypeError, match=r"list\(value\).*docs/migrating\.md"):
+        pipeline.run()

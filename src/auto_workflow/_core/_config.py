@@ -24,6 +24,7 @@ from auto_workflow.exceptions import AutoWorkflowWarning
 __all__ = ["Config", "get_config", "load_config", "reload_config"]
 
 _ENV_PREFIX = "AUTO_WORKFLOW_"
+_VALIDATED = "values are validated, unlike in the public auto-workflow package: docs/migrating.md"
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
 
 
@@ -257,15 +258,25 @@ def load_config(*, cwd: Path | None = None, environ: Mapping[str, str] | None = 
         for key, value in _pyproject_table(pyproject).items():
             if key not in _VALIDATORS:
                 known = ", ".join(sorted(_VALIDATORS))
-                raise ValueError(f"unknown config key {key!r} in {source}; known keys: {known}")
-            values[key] = _VALIDATORS[key](key, value, source)
+                raise ValueError(
+                    f"unknown config key {key!r} in {source}; known keys: {known} ({_VALIDATED})"
+                )
+            values[key] = _validated(key, value, source)
     env = os.environ if environ is None else environ
     _warn_unknown_variables(env)
-    for key, check in _VALIDATORS.items():
+    for key in _VALIDATORS:
         name = _ENV_PREFIX + key.upper()
         if name in env:
-            values[key] = check(key, env[name], f"environment variable {name}")
+            values[key] = _validated(key, env[name], f"environment variable {name}")
     return Config(**values)
+
+
+def _validated(key: str, value: object, source: str) -> Any:
+    """``value`` checked by ``key``'s validator; its error says where the difference is."""
+    try:
+        return _VALIDATORS[key](key, value, source)
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({_VALIDATED})") from None
 
 
 _OTHER_VARIABLES = frozenset({"AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS"})

@@ -299,7 +299,8 @@ def _skip_error(skipped: Node, failed: Node, err: TaskExecutionError) -> Upstrea
         name,
         err,
         0,
-        message=f"task {name!r} ({skipped.id}) was skipped: upstream {failed.id} failed",
+        message=f"task {name!r} ({skipped.id}) was skipped: upstream {failed.id} failed"
+        " (dependants of a failure are skipped, not run with its error: docs/migrating.md)",
     )
 
 
@@ -308,7 +309,8 @@ def text_fan_out_hint(value: str | bytes | bytearray) -> str:
     kind = type(value).__name__
     return (
         f"the source is a {kind}, and mapping over it would make one call per character; "
-        f"pass [value] for a single call, or list(value) if you do mean each character"
+        f"pass [value] for a single call, or list(value) if you do mean each character "
+        "(docs/migrating.md)"
     )
 
 
