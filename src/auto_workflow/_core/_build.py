@@ -34,8 +34,10 @@ from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placehold
 from auto_workflow._core._model import ArtifactRef, FailurePolicy, RunIn, TaskOptions
 from auto_workflow._core._plugins import DEFAULTS, Plugins
 from auto_workflow._core._runner import FlowRunner, text_fan_out_hint
+from auto_workflow._execution._placement import Backend, ExecutorSpec, backend_for, localize
 from auto_workflow._results._keys import CacheKeyReport, explain
 from auto_workflow._results._memory import ArtifactStore, ResultCache, check_cache, check_store
+from auto_workflow._results._values import fingerprint
 from auto_workflow.exceptions import AggregateTaskError, PlaceholderMisuseError, TaskExecutionError
 
 __all__ = ["Flow", "TaskDefinition", "fan_out", "flow", "task"]
@@ -467,6 +469,7 @@ class Flow(Generic[R]):
         max_concurrency: int | None = None,
         result_cache: ResultCache | None = None,
         artifact_store: ArtifactStore | None = None,
+        executor: ExecutorSpec = None,
         **kwargs: Any,
     ) -> R:
         """Build and execute the flow; return its body's return value with results filled in.
@@ -478,6 +481,8 @@ class Flow(Generic[R]):
             max_concurrency: How many tasks may run at once (default: unbounded).
             result_cache: The result cache for this run (default: the default cache).
             artifact_store: The artifact store for this run (default: the default store).
+            executor: ``"local"``, ``"dask"`` or a ``DaskExecutor`` (default: the config
+                key ``executor``); see docs/dask.md.
 
         Raises:
             TaskExecutionError: the first failure, under ``fail_fast``.
@@ -486,7 +491,9 @@ class Flow(Generic[R]):
         policy = FailurePolicy.coerce(failure_policy)
         limit = _check_max_concurrency(max_concurrency)
         plugins = _snapshot(result_cache, artifact_store)
-        return cast(R, _run_sync(self._run(args, kwargs, params, policy, limit, plugins)))
+        backend = backend_for(executor)
+        run = self._run(args, kwargs, params, policy, limit, plugins, backend)
+        return cast(R, _run_sync(run))
 
     async def run_async(
         self,
@@ -496,13 +503,15 @@ class Flow(Generic[R]):
         max_concurrency: int | None = None,
         result_cache: ResultCache | None = None,
         artifact_store: ArtifactStore | None = None,
+        executor: ExecutorSpec = None,
         **kwargs: Any,
     ) -> R:
         """Awaitable :meth:`run`, for async callers. Cancelling it cancels the run."""
         policy = FailurePolicy.coerce(failure_policy)
         limit = _check_max_concurrency(max_concurrency)
         plugins = _snapshot(result_cache, artifact_store)
-        return cast(R, await self._run(args, kwargs, params, policy, limit, plugins))
+        backend = backend_for(executor)
+        return cast(R, await self._run(args, kwargs, params, policy, limit, plugins, backend))
 
     async def _run(
         self,
@@ -512,9 +521,10 @@ class Flow(Generic[R]):
         policy: FailurePolicy,
         limit: int | None,
         plugins: Plugins,
+        backend: Backend | None = None,
     ) -> Any:
         run_id = new_run_id()
-        run = self._build_and_run(args, kwargs, params, policy, limit, plugins, run_id)
+        run = self._build_and_run(args, kwargs, params, policy, limit, plugins, run_id, backend)
         if plugins.tracer is None:
             return (await run)[0]
         # The flow span encloses the whole run: building the graph, running it, the result.
@@ -538,9 +548,12 @@ class Flow(Generic[R]):
         limit: int | None,
         plugins: Plugins,
         run_id: str,
+        backend: Backend | None = None,
     ) -> tuple[Any, list[TaskExecutionError]]:
         """Build and run the graph; the flow's output, and the task failures it holds."""
         graph, out, base = self._build(args, kwargs, params, plugins.store, run_id)
+        if backend is not None:
+            return await _run_placed(backend, graph, out, base, policy, limit, plugins)
         calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS)
         runner = FlowRunner(
             graph,
@@ -576,6 +589,32 @@ class Flow(Generic[R]):
     ) -> dict[str, list[str]]:
         """The graph as a JSON adjacency mapping ``{node: [downstream nodes]}``; runs nothing."""
         return self.build(*args, params=params, **kwargs)[0].adjacency()
+
+
+async def _run_placed(
+    backend: Backend,
+    graph: Graph,
+    out: Any,
+    base: RunContext,
+    policy: FailurePolicy,
+    limit: int | None,
+    plugins: Plugins,
+) -> tuple[Any, list[TaskExecutionError]]:
+    """``_build_and_run`` on a backend (a Dask cluster): open it, run, fetch the output."""
+    placement = await backend.open(base, fingerprint)
+    try:
+        calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS, placement)
+        max_dynamic = get_config().max_dynamic_tasks
+        runner = FlowRunner(
+            graph, calls, policy=policy, max_concurrency=limit, max_dynamic_tasks=max_dynamic
+        )
+        try:
+            await _observe_flow(calls, runner)
+        finally:
+            calls.close()
+        return await localize(runner.output(out)), list(runner.failures)
+    finally:
+        await placement.aclose()
 
 
 def _snapshot(cache: ResultCache | None, store: ArtifactStore | None) -> Plugins:

@@ -41,6 +41,9 @@ class Config:
         result_cache_path: Directory of the filesystem result cache.
         result_cache_max_entries: LRU bound of the memory cache (``None``: unbounded).
         process_pool_max_workers: Worker processes (``None``: the number of CPUs).
+        executor: Where flow runs send their tasks: ``"local"`` or ``"dask"``.
+        dask_address: The Dask scheduler ``executor="dask"`` connects to (``None``: start
+            an embedded ``LocalCluster`` for each run).
     """
 
     log_level: str = "INFO"
@@ -52,6 +55,8 @@ class Config:
     result_cache_path: str = ".aw_cache"
     result_cache_max_entries: int | None = None
     process_pool_max_workers: int | None = None
+    executor: str = "local"
+    dask_address: str | None = None
 
 
 def _positive_int(key: str, value: object, source: str) -> int:
@@ -93,6 +98,17 @@ def _path(key: str, value: object, source: str) -> str:
     return value
 
 
+def _optional_address(key: str, value: object, source: str) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if not isinstance(value, str) or any(c.isspace() for c in value.strip()):
+        raise ValueError(
+            f"config {key}={value!r} from {source}: must be a scheduler address such as "
+            "'tcp://10.0.0.5:8786'"
+        )
+    return value.strip()
+
+
 _VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
     "log_level": _log_level,
     "max_dynamic_tasks": _positive_int,
@@ -103,6 +119,8 @@ _VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
     "result_cache_path": _path,
     "result_cache_max_entries": _optional_positive_int,
     "process_pool_max_workers": _optional_positive_int,
+    "executor": _choice("local", "dask"),
+    "dask_address": _optional_address,
 }
 
 
