@@ -72,7 +72,7 @@ EXIT_INTERRUPTED = 130
 DISABLE_LOGS_ENV = "AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _RESERVED = frozenset(
-    {"params", "failure_policy", "max_concurrency", "result_cache", "artifact_store"}
+    {"params", "failure_policy", "max_concurrency", "result_cache", "artifact_store", "executor"}
 )
 """Keyword names ``Flow.run`` keeps for itself: no flow argument can be passed under them."""
 _FORMATS = ("dot", "json", "mermaid")
@@ -161,6 +161,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--no-progress", action="store_true", help="plain log lines even on a terminal"
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        help="where tasks run (default: the config key executor, else local)",
+    )
+    run.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="the Dask scheduler to run on (implies --executor dask; default: config "
+        "dask_address, else an embedded LocalCluster)",
     )
     sub.add_parser("describe", parents=[target], help="print a flow's graph as JSON")
     graph = sub.add_parser("graph", parents=[target], help="export a flow's graph")
@@ -481,6 +492,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 params=args.params,
                 failure_policy=args.failure_policy,
                 max_concurrency=args.max_concurrency,
+                executor=_executor(args),
                 **kwargs,
             )
     except KeyboardInterrupt:
@@ -493,6 +505,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         errors = _task_errors(exc)
         raise _FlowFailed(_paragraph(flow_obj.name, "failed", errors, records), errors) from exc
     return _finish_run(flow_obj, progress, console, result)
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """What ``--executor`` and ``--dask-address`` ask for (``None``: the configured one)."""
+    if args.dask_address is None:
+        return args.executor
+    if args.executor == "local":
+        raise UsageError("--dask-address runs on Dask; it cannot go with --executor local")
+    from auto_workflow.dask import DaskExecutor  # imports no cluster library until a run
+
+    return DaskExecutor(address=args.dask_address)
 
 
 def _finish_run(flow_obj: Flow[Any], progress: RunProgress, console: Any, result: Any) -> int:
