@@ -333,7 +333,7 @@ class _DaskAttempts:
                 cancelled; a function already running cannot be stopped, and is abandoned.
         """
         run = self._run
-        future = self._submit(call)
+        future = await self._submit(call)
         run.inflight.add(future)
         if on_start is not None:
             on_start()
@@ -351,7 +351,7 @@ class _DaskAttempts:
         value = await run.client.gather([future])
         return value[0]
 
-    def _submit(self, call: Call) -> Any:
+    async def _submit(self, call: Call) -> Any:
         run = self._run
         blob = run.function_blob(call.fn, call.task_name)
         context = call.context
@@ -360,6 +360,7 @@ class _DaskAttempts:
         args, kwargs = call.args, call.kwargs
         if any(a.__class__ is not int and a.__class__ is not str for a in args) or kwargs:
             args, kwargs = _to_futures(args), _to_futures(kwargs)
+            args, kwargs = await _scatter_large(run.client, args, kwargs)
         return run.client.submit(
             _run_attempt,
             blob,
@@ -400,6 +401,29 @@ def _to_futures(value: Any) -> Any:
     if type(value) is dict:
         return {k: _to_futures(v) for k, v in value.items()}
     return value
+
+
+_SCATTER_BYTES = 1 << 20
+"""A local value bigger than this goes to the cluster as data, not inside the task."""
+
+
+async def _scatter_large(
+    client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Big local arguments (a local task's result, say) scattered first, as futures."""
+    from dask.sizeof import sizeof  # the optional extra (comes with distributed)
+
+    names = [i for i, a in enumerate(args) if sizeof(a) > _SCATTER_BYTES]
+    keys = [k for k, v in kwargs.items() if sizeof(v) > _SCATTER_BYTES]
+    if not names and not keys:
+        return args, kwargs
+    values = [args[i] for i in names] + [kwargs[k] for k in keys]
+    futures = await client.scatter(values, hash=False)
+    new_args = list(args)
+    for i, future in zip(names, futures, strict=False):
+        new_args[i] = future
+    new_kwargs = {**kwargs, **dict(zip(keys, futures[len(names) :], strict=True))}
+    return tuple(new_args), new_kwargs
 
 
 async def _raise_outcome(future: Any, task_name: str) -> None:
