@@ -3,7 +3,8 @@
 Commands::
 
     run TARGET [--params JSON] [--arg NAME=VALUE]... [--failure-policy P]
-               [--max-concurrency N] [--no-progress] [--verbose]
+               [--max-concurrency N] [--executor local|dask] [--dask-address ADDR]
+               [--no-progress] [--verbose]
     describe TARGET [--params JSON] [--arg NAME=VALUE]...
     graph TARGET [--format dot|json|mermaid] [--params JSON] [--arg NAME=VALUE]...
     list MODULE_OR_FILE

@@ -157,9 +157,10 @@ async def _start_cluster(distributed: Any, kwargs: dict[str, Any]) -> Any:
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": None,
-        "host": "127.0.0.1",
         **kwargs,
     }
+    if options["processes"]:
+        options.setdefault("host", "127.0.0.1")  # in-process clusters talk over inproc://
     # Our retries own failures: a task whose worker dies fails at once (KilledWorker)
     # instead of being re-run by the scheduler behind the engine's back.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
