@@ -29,12 +29,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _dask_work as work  # noqa: E402
-import dask  # noqa: E402
-import distributed  # noqa: E402
+import dask
+import distributed
 
-from auto_workflow import fan_out, flow, task  # noqa: E402
-from auto_workflow.dask import DaskExecutor  # noqa: E402
+import _dask_work as work
+from auto_workflow import fan_out, flow, task
+from auto_workflow.dask import DaskExecutor
 
 inc = task(work.inc)
 total = task(work.total)
@@ -104,15 +104,21 @@ async def best_of(reps: int, expected: int, thunk: Callable[[], Awaitable[int]])
     return best
 
 
+async def measure_case(c: Any, case: str, n: int, reps: int) -> tuple[float, float, float]:
+    """Best times of the local executor, the raw submit program and ours on Dask."""
+    expected = EXPECTED[case](n)
+    the_flow, raw = FLOWS[case], RAW[case]
+    executor = DaskExecutor(client=c)
+    local = await best_of(reps, expected, lambda: the_flow.run_async(n))
+    raw_t = await best_of(reps, expected, lambda: raw(c, n))
+    ours = await best_of(reps, expected, lambda: the_flow.run_async(n, executor=executor))
+    return local, raw_t, ours
+
+
 async def measure(c: Any, reps: int) -> list[tuple[str, int, float, float, float]]:
     rows = []
     for case, n in CASES:
-        expected = EXPECTED[case](n)
-        the_flow, raw = FLOWS[case], RAW[case]
-        executor = DaskExecutor(client=c)
-        local = await best_of(reps, expected, lambda: the_flow.run_async(n))
-        raw_t = await best_of(reps, expected, lambda: raw(c, n))
-        ours = await best_of(reps, expected, lambda: the_flow.run_async(n, executor=executor))
+        local, raw_t, ours = await measure_case(c, case, n, reps)
         rows.append((case, n, local, raw_t, ours))
         print(f"  {case} {n}: local {local:.3f}s raw {raw_t:.3f}s ours {ours:.3f}s", flush=True)
     return rows
