@@ -395,12 +395,13 @@ def _to_futures(value: Any) -> Any:
     """``value`` with every Remote replaced by its future (Dask resolves those on workers)."""
     if isinstance(value, Remote):
         return value.ref
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(_to_futures(v) for v in value)
-    if type(value) is list:
-        return [_to_futures(v) for v in value]
-    if type(value) is dict:
+    kind = type(value)
+    if kind is tuple or kind is list or kind is set or kind is frozenset:
+        return kind(_to_futures(v) for v in value)
+    if kind is dict:
         return {k: _to_futures(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return kind(*(_to_futures(v) for v in value))
     return value
 
 
