@@ -121,7 +121,9 @@ def check_config_mapping() -> None:
     assert_type(cfg["result_cache"], str)
     assert_type(cfg["result_cache_max_entries"], int | None)
     assert_type(DEFAULTS["artifact_serializer"], str)
-    assert_type(dict(cfg), dict[str, str | int | None])
+    assert_type(dict(cfg), dict[str, str | int | float | None])
+    assert_type(cfg["durable"], bool)
+    assert_type(cfg["history_retention"], float | None)
     mapping: Mapping[str, object] = cfg
     assert "log_level" in mapping
 

@@ -11,6 +11,7 @@ also inherits the builtin it resembles, so ``except ValueError`` and friends kee
     ├── AttemptTimeoutError (+ builtins.TimeoutError)  one attempt ran out of time (retried)
     ├── AggregateTaskError                      failure_policy="aggregate": every task failure
     ├── WorkerCrashedError (+ RuntimeError)     a process worker died while running a call
+    ├── ClusterUnavailableError (+ ConnectionError)  a Dask scheduler could not be reached
     ├── RemoteTaskError (+ RuntimeError)        stands in for an unpicklable worker exception
     ├── SerializationError (+ TypeError)        a value could not cross a process boundary
     ├── PlaceholderMisuseError (+ TypeError)    a build-time placeholder was used as a value
@@ -46,6 +47,7 @@ __all__ = [
     "AutoWorkflowError",
     "AutoWorkflowWarning",
     "CacheKeyWarning",
+    "ClusterUnavailableError",
     "ContextError",
     "CorruptEntryWarning",
     "CycleDetectedError",
@@ -151,6 +153,10 @@ class AggregateTaskError(AutoWorkflowError):
 
 class WorkerCrashedError(AutoWorkflowError, RuntimeError):
     """A process worker died (exit, signal, segfault) while it ran a task's call."""
+
+
+class ClusterUnavailableError(AutoWorkflowError, ConnectionError):
+    """The cluster a run was sent to (a Dask scheduler's address) could not be reached."""
 
 
 class RemoteTaskError(AutoWorkflowError, RuntimeError):

@@ -139,8 +139,10 @@ def test_config_is_a_read_only_mapping_with_typed_values(tmp_path: Path) -> None
         "history_retention",
         "history_keep_runs",
         "durable",
+        "executor",
+        "dask_address",
     ]
-    assert len(cfg) == 14
+    assert len(cfg) == 16
     assert cfg.get("result_cache_max_entries", 5) is None
     with pytest.raises(KeyError, match="did you mean 'max_dynamic_tasks'"):
         cfg["max_dynamic_task"]

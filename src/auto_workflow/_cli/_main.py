@@ -3,7 +3,11 @@
 Commands::
 
     run TARGET [--params JSON] [--arg NAME=VALUE]... [--failure-policy P]
-               [--max-concurrency N] [--no-progress] [--structured-logs] [--verbose]
+               [--max-concurrency N] [--executor local|dask] [--dask-address ADDR]
+               [--run-id ID] [--durable] [--no-progress] [--structured-logs] [--verbose]
+    resume RUN_ID [--max-concurrency N]
+    runs [--flow F] [--status S] [--limit N] [--json] | runs show RUN_ID | runs delete
+    report RUN_ID [-o FILE]
     describe TARGET [--params JSON] [--arg NAME=VALUE]...
     graph TARGET [--format dot|json|mermaid] [--params JSON] [--arg NAME=VALUE]...
     list MODULE_OR_FILE
@@ -74,7 +78,7 @@ EXIT_INTERRUPTED = 130
 DISABLE_LOGS_ENV = "AUTO_WORKFLOW_DISABLE_STRUCTURED_LOGS"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _RESERVED = frozenset(
-    {"params", "failure_policy", "max_concurrency", "result_cache", "artifact_store"}
+    {"params", "failure_policy", "max_concurrency", "result_cache", "artifact_store", "executor"}
 )
 """Keyword names ``Flow.run`` keeps for itself: no flow argument can be passed under them."""
 _FORMATS = ("dot", "json", "mermaid")
@@ -163,6 +167,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--no-progress", action="store_true", help="plain log lines even on a terminal"
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        help="where tasks run (default: the config key executor, else local)",
+    )
+    run.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="the Dask scheduler to run on (implies --executor dask; default: config "
+        "dask_address, else an embedded LocalCluster)",
     )
     run.add_argument("--run-id", metavar="ID", help="name this run (unique per flow)")
     run.add_argument(
@@ -504,6 +519,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency,
             run_id=args.run_id,
             durable=durable,
+            executor=_executor(args),
             **kwargs,
         )
 
@@ -559,6 +575,17 @@ def _watch(flow_obj: Flow[Any], args: argparse.Namespace, call: Callable[[], Any
         errors = _task_errors(exc)
         raise _FlowFailed(_paragraph(flow_obj.name, "failed", errors, records), errors) from exc
     return _finish_run(flow_obj, progress, console, result)
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """What ``--executor`` and ``--dask-address`` ask for (``None``: the configured one)."""
+    if args.dask_address is None:
+        return args.executor
+    if args.executor == "local":
+        raise UsageError("--dask-address runs on Dask; it cannot go with --executor local")
+    from auto_workflow.dask import DaskExecutor  # imports no cluster library until a run
+
+    return DaskExecutor(address=args.dask_address)
 
 
 def _finish_run(flow_obj: Flow[Any], progress: RunProgress, console: Any, result: Any) -> int:

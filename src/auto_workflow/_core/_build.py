@@ -32,7 +32,7 @@ from auto_workflow._core._config import get_config
 from auto_workflow._core._context import RunContext, use_context
 from auto_workflow._core._durable import Session, check_run_id, flow_target
 from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placeholders
-from auto_workflow._core._journal import RunSpec, installed_history
+from auto_workflow._core._journal import Checkpoints, RunSpec, installed_history
 from auto_workflow._core._model import (
     ArtifactRef,
     FailurePolicy,
@@ -42,8 +42,18 @@ from auto_workflow._core._model import (
 )
 from auto_workflow._core._plugins import DEFAULTS, Plugins
 from auto_workflow._core._runner import FlowRunner, text_fan_out_hint
+from auto_workflow._execution._placement import (
+    Backend,
+    ExecutorSpec,
+    Placement,
+    Remote,
+    backend_for,
+    find_remotes,
+    localize,
+)
 from auto_workflow._results._keys import CacheKeyReport, explain
 from auto_workflow._results._memory import ArtifactStore, ResultCache, check_cache, check_store
+from auto_workflow._results._values import fingerprint
 from auto_workflow.exceptions import (
     AggregateTaskError,
     PlaceholderMisuseError,
@@ -489,6 +499,7 @@ class Flow(Generic[R]):
         run_id: str | None = None,
         durable: bool | None = None,
         history: bool | None = None,
+        executor: ExecutorSpec = None,
         **kwargs: Any,
     ) -> R:
         """Build and execute the flow; return its body's return value with results filled in.
@@ -505,6 +516,8 @@ class Flow(Generic[R]):
             durable: Checkpoint every task result so the run can be resumed (default: the
                 flow's ``@flow(durable=...)``, else the ``durable`` config key).
             history: Record this run in the run history (default: the ``history`` config).
+            executor: ``"local"``, ``"dask"`` or a ``DaskExecutor`` (default: the config
+                key ``executor``); see docs/dask.md.
 
         Raises:
             TaskExecutionError: the first failure, under ``fail_fast``.
@@ -513,7 +526,15 @@ class Flow(Generic[R]):
             ValueError: ``run_id`` is taken by another flow or by a non-durable run.
         """
         request = self._request(
-            args, kwargs, params, failure_policy, max_concurrency, run_id, durable, history
+            args,
+            kwargs,
+            params,
+            failure_policy,
+            max_concurrency,
+            run_id,
+            durable,
+            history,
+            executor,
         )
         plugins = _snapshot(result_cache, artifact_store)
         return cast(R, _run_sync(self._run(request, plugins)))
@@ -529,11 +550,20 @@ class Flow(Generic[R]):
         run_id: str | None = None,
         durable: bool | None = None,
         history: bool | None = None,
+        executor: ExecutorSpec = None,
         **kwargs: Any,
     ) -> R:
         """Awaitable :meth:`run`, for async callers. Cancelling it cancels the run."""
         request = self._request(
-            args, kwargs, params, failure_policy, max_concurrency, run_id, durable, history
+            args,
+            kwargs,
+            params,
+            failure_policy,
+            max_concurrency,
+            run_id,
+            durable,
+            history,
+            executor,
         )
         plugins = _snapshot(result_cache, artifact_store)
         return cast(R, await self._run(request, plugins))
@@ -585,6 +615,7 @@ class Flow(Generic[R]):
         run_id: str | None,
         durable: bool | None,
         history: bool | None,
+        executor: object = None,
     ) -> _Request:
         """Validate one run's options, before anything is built or recorded."""
         if durable is not None and not isinstance(durable, bool):
@@ -600,6 +631,7 @@ class Flow(Generic[R]):
             run_id=check_run_id(run_id),
             durable=durable,
             history=history,
+            backend=backend_for(executor),
         )
 
     def _session(self, request: _Request) -> Session:
@@ -646,27 +678,17 @@ class Flow(Generic[R]):
             request.args, request.kwargs, request.params, plugins.store, run_id
         )
         session.begin(graph)
-        limit = request.limit
-        calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS)
-        runner = FlowRunner(
-            graph,
-            calls,
-            policy=request.policy,
-            max_concurrency=limit,
-            max_dynamic_tasks=get_config().max_dynamic_tasks,
-            journal=session.journal,
-            checkpoints=session.checkpoints,
-        )
+        backend = request.backend
         try:
-            await _observe_flow(calls, runner)
-        except BaseException as exc:
+            placement = None if backend is None else await backend.open(base, fingerprint)
+        except BaseException as exc:  # a cluster that cannot be reached: the run failed
             session.finish(_ended_status(exc), exc)
             raise
+        try:
+            return await _run_graph(request, plugins, session, graph, out, base, placement)
         finally:
-            calls.close()
-        failures = list(runner.failures)
-        session.finish("failed" if failures else "succeeded", None)
-        return runner.output(out), failures
+            if placement is not None:
+                await placement.aclose()
 
     def describe(
         self, *args: Any, params: Mapping[str, Any] | None = None, **kwargs: Any
@@ -691,6 +713,45 @@ class Flow(Generic[R]):
         return self.build(*args, params=params, **kwargs)[0].adjacency()
 
 
+async def _run_graph(
+    request: _Request,
+    plugins: Plugins,
+    session: Session,
+    graph: Graph,
+    out: Any,
+    base: RunContext,
+    placement: Placement | None,
+) -> tuple[Any, list[TaskExecutionError]]:
+    """Run a built graph (on ``placement``'s cluster, if any) and record how it ended."""
+    limit = request.limit
+    checkpoints = session.checkpoints
+    if placement is not None and checkpoints is not None:
+        checkpoints = _LocalCheckpoints(checkpoints)
+    calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS, placement)
+    runner = FlowRunner(
+        graph,
+        calls,
+        policy=request.policy,
+        max_concurrency=limit,
+        max_dynamic_tasks=get_config().max_dynamic_tasks,
+        journal=session.journal,
+        checkpoints=checkpoints,
+    )
+    try:
+        await _observe_flow(calls, runner)
+        output = runner.output(out)
+        if placement is not None:
+            output = await localize(output)
+    except BaseException as exc:
+        session.finish(_ended_status(exc), exc)
+        raise
+    finally:
+        calls.close()
+    failures = list(runner.failures)
+    session.finish("failed" if failures else "succeeded", None)
+    return output, failures
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Request:
     """One run's validated options."""
@@ -703,6 +764,7 @@ class _Request:
     run_id: str | None
     durable: bool | None
     history: bool | None
+    backend: Backend | None = None
 
 
 def _ended_status(exc: BaseException) -> str:
@@ -710,6 +772,25 @@ def _ended_status(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
         return "cancelled"
     return "failed"
+
+
+class _LocalCheckpoints:
+    """A durable run's checkpoints under a cluster executor: a result left on the cluster
+    (a Remote handle) is not checkpointed; that task runs again if the run is resumed."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Checkpoints) -> None:
+        self.inner = inner
+
+    def load(self, key: str) -> tuple[Any] | None:
+        hit: tuple[Any] | None = self.inner.load(key)
+        return hit
+
+    def save(self, key: str, value: Any) -> bool:
+        found: list[Remote] = []
+        find_remotes(value, found)
+        return False if found else self.inner.save(key, value)
 
 
 def _snapshot(cache: ResultCache | None, store: ArtifactStore | None) -> Plugins:

@@ -50,6 +50,7 @@ from auto_workflow.exceptions import (
 if TYPE_CHECKING:
     from auto_workflow._core._journal import RunJournal
     from auto_workflow._core._plugins import Plugins
+    from auto_workflow._execution._placement import Placement
 
 __all__ = ["DEFAULT_THREAD_WORKERS", "CallRunner", "call_with_events", "new_run_id"]
 
@@ -170,8 +171,16 @@ def _takes_ttl(cache: object) -> bool:
 class CallRunner:
     """Runs task calls for one run: options, plugins and executors around each attempt."""
 
-    def __init__(self, base: RunContext, plugins: Plugins, thread_workers: int) -> None:
+    def __init__(
+        self,
+        base: RunContext,
+        plugins: Plugins,
+        thread_workers: int,
+        placement: Placement | None = None,
+    ) -> None:
         self.base = base
+        self.placement = placement
+        """Where tasks run when the run has a backend (a Dask cluster); None: run_in alone."""
         self.plugins = plugins
         self._thread_workers = thread_workers
         self._thread: ThreadExecutor | None = None
@@ -263,6 +272,8 @@ class CallRunner:
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int | str]:
         opts = task.options
+        if self.placement is not None:  # a cluster run: fetch or fingerprint remote arguments
+            args, kwargs = await self.placement.prepare(task, args, kwargs)
         if not opts.cache_ttl:  # None: not cached; 0: never hits (inlined _fresh: hot path)
             outcome = await self._attempts(task, node, args, kwargs)
             if opts.persist:
@@ -519,11 +530,12 @@ class CallRunner:
         kwargs: dict[str, Any],
     ) -> Any:
         opts = task.options
-        if opts.run_in is RunIn.ASYNC and not self._observed:
+        placed = None if self.placement is None else self.placement.pick(task)
+        if placed is None and opts.run_in is RunIn.ASYNC and not self._observed:
             return await self._inline_attempt(task, node, attempt, args, kwargs)
         ctx = self.base.for_attempt(task.name, _node_id(node), attempt)
         call = Call(task.fn, args, kwargs, task.name, ctx)
-        executor = self.executor(opts.run_in)
+        executor = self.executor(opts.run_in) if placed is None else placed
         if not self._observed:
             return await _bounded_call(executor, call, opts.timeout)
         return await self._observed_attempt(task, _node_id(node), attempt, executor, call)

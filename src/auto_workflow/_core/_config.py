@@ -28,7 +28,7 @@ _VALIDATED = "values are validated, unlike in the public auto-workflow package: 
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
 
 
-ConfigValue = str | int | None
+ConfigValue = str | int | float | bool | None
 """What a configuration value can be (each key has one of these types, see :class:`Config`)."""
 
 _StrKey = Literal[
@@ -38,8 +38,13 @@ _StrKey = Literal[
     "artifact_serializer",
     "result_cache",
     "result_cache_path",
+    "history",
+    "executor",
 ]
-_OptionalIntKey = Literal["result_cache_max_entries", "process_pool_max_workers"]
+_OptionalIntKey = Literal[
+    "result_cache_max_entries", "process_pool_max_workers", "history_keep_runs"
+]
+_OptionalStrKey = Literal["history_path", "dask_address"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +69,9 @@ class Config(Mapping[str, ConfigValue]):
             kept by age).
         history_keep_runs: Most runs kept per flow (``None``: no bound).
         durable: Whether runs checkpoint every task result by default (see docs/history.md).
+        executor: Where flow runs send their tasks: ``"local"`` or ``"dask"``.
+        dask_address: The Dask scheduler ``executor="dask"`` connects to (``None``: start
+            an embedded ``LocalCluster`` for each run).
     """
 
     log_level: str = "INFO"
@@ -80,6 +88,8 @@ class Config(Mapping[str, ConfigValue]):
     history_retention: float | None = 30 * 86400.0
     history_keep_runs: int | None = 1000
     durable: bool = False
+    executor: str = "local"
+    dask_address: str | None = None
 
     @overload
     def __getitem__(self, key: _StrKey) -> str: ...
@@ -89,6 +99,15 @@ class Config(Mapping[str, ConfigValue]):
 
     @overload
     def __getitem__(self, key: _OptionalIntKey) -> int | None: ...
+
+    @overload
+    def __getitem__(self, key: _OptionalStrKey) -> str | None: ...
+
+    @overload
+    def __getitem__(self, key: Literal["history_retention"]) -> float | None: ...
+
+    @overload
+    def __getitem__(self, key: Literal["durable"]) -> bool: ...
 
     @overload
     def __getitem__(self, key: str) -> ConfigValue: ...
@@ -200,6 +219,17 @@ def _flag(key: str, value: object, source: str) -> bool:
     raise ValueError(f"config {key}={value!r} from {source}: must be true or false")
 
 
+def _optional_address(key: str, value: object, source: str) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if not isinstance(value, str) or any(c.isspace() for c in value.strip()):
+        raise ValueError(
+            f"config {key}={value!r} from {source}: must be a scheduler address such as "
+            "'tcp://10.0.0.5:8786'"
+        )
+    return value.strip()
+
+
 _VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
     "log_level": _log_level,
     "max_dynamic_tasks": _positive_int,
@@ -215,6 +245,8 @@ _VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
     "history_retention": _retention,
     "history_keep_runs": _optional_positive_int,
     "durable": _flag,
+    "executor": _choice("local", "dask"),
+    "dask_address": _optional_address,
 }
 
 

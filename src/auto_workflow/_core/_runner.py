@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from auto_workflow._core._graph import SKIPPED, Graph, Node, RunState, resolve
 from auto_workflow._core._model import FailurePolicy
+from auto_workflow._execution._placement import Remote, localize
 from auto_workflow.exceptions import (
     AggregateTaskError,
     FanOutLimitError,
@@ -142,7 +143,7 @@ class FlowRunner:
                     return
                 node = batch[0]
                 if node.is_barrier:
-                    self._expand(node)
+                    await self._expand(node)
                     continue
                 if state.has_ready():
                     self._want_worker()
@@ -267,8 +268,10 @@ class FlowRunner:
                 self._first_error = err
             raise _Abort
 
-    def _expand(self, node: Node) -> None:
+    async def _expand(self, node: Node) -> None:
         source = self.state.results[node.deps[0]]
+        if isinstance(source, Remote):  # a result left on a cluster: the items are needed here
+            source = await localize(source)
         try:
             items = _items_of(node, source, self.state.max_dynamic_tasks)
         except TaskExecutionError as err:

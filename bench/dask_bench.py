@@ -1,0 +1,183 @@
+"""Ours on Dask against a hand-written asynchronous ``client.submit`` program, same cluster.
+
+One command::
+
+    .venv/bin/python bench/dask_bench.py            # wide 1k/10k, chain 1k, dynamic 10k
+    .venv/bin/python bench/dask_bench.py --reps 5 --workers 2
+
+Every case builds the same graph both ways: ours is ``flow.run_async(executor=
+DaskExecutor(client=c))`` with the asynchronous client ``c`` (one attempt = one Dask task,
+results left on the cluster, futures as arguments); the baseline submits the same tasks
+with ``c.submit`` (futures as arguments, ``pure=False``) and awaits the last one. Both run
+against one ``LocalCluster`` (worker processes, one thread each); the local executor (no
+Dask) is shown for reference. Times are the best of ``--reps``. The embedded cluster's
+start-up (``executor="dask"``: start a LocalCluster, run one task, close it) is reported on
+its own: it is paid once per run, not per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dask
+import distributed
+
+import _dask_work as work
+from auto_workflow import fan_out, flow, task
+from auto_workflow.dask import DaskExecutor
+
+inc = task(work.inc)
+total = task(work.total)
+source = task(work.source)
+
+
+@flow
+def wide(n: int) -> int:
+    return total([inc(i) for i in range(n)])
+
+
+@flow
+def chain(n: int) -> int:
+    x = inc(0)
+    for _ in range(n - 1):
+        x = inc(x)
+    return x
+
+
+@flow
+def dynamic(n: int) -> int:
+    return total(fan_out(inc, source(n)))
+
+
+FLOWS = {"wide": wide, "chain": chain, "dynamic": dynamic}
+EXPECTED = {
+    "wide": lambda n: n * (n + 1) // 2,
+    "chain": lambda n: n,
+    "dynamic": lambda n: n * (n + 1) // 2,
+}
+
+
+async def raw_wide(c: Any, n: int) -> int:
+    futures = [c.submit(work.inc, i, pure=False) for i in range(n)]
+    result: int = await c.submit(work.total, futures, pure=False)
+    return result
+
+
+async def raw_chain(c: Any, n: int) -> int:
+    x = c.submit(work.inc, 0, pure=False)
+    for _ in range(n - 1):
+        x = c.submit(work.inc, x, pure=False)
+    result: int = await x
+    return result
+
+
+async def raw_dynamic(c: Any, n: int) -> int:
+    items = await c.submit(work.source, n, pure=False)
+    futures = [c.submit(work.inc, i, pure=False) for i in items]
+    result: int = await c.submit(work.total, futures, pure=False)
+    return result
+
+
+RAW = {"wide": raw_wide, "chain": raw_chain, "dynamic": raw_dynamic}
+CASES = [("wide", 1000), ("wide", 10_000), ("chain", 1000), ("dynamic", 10_000)]
+
+
+async def best_of(reps: int, expected: int, thunk: Callable[[], Awaitable[int]]) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        gc.collect()
+        start = time.perf_counter()
+        value = await thunk()
+        best = min(best, time.perf_counter() - start)
+        if value != expected:
+            raise SystemExit(f"wrong result {value}, expected {expected}")
+    return best
+
+
+async def measure_case(c: Any, case: str, n: int, reps: int) -> tuple[float, float, float]:
+    """Best times of the local executor, the raw submit program and ours on Dask."""
+    expected = EXPECTED[case](n)
+    the_flow, raw = FLOWS[case], RAW[case]
+    executor = DaskExecutor(client=c)
+    local = await best_of(reps, expected, lambda: the_flow.run_async(n))
+    raw_t = await best_of(reps, expected, lambda: raw(c, n))
+    ours = await best_of(reps, expected, lambda: the_flow.run_async(n, executor=executor))
+    return local, raw_t, ours
+
+
+async def measure(c: Any, reps: int) -> list[tuple[str, int, float, float, float]]:
+    rows = []
+    for case, n in CASES:
+        local, raw_t, ours = await measure_case(c, case, n, reps)
+        rows.append((case, n, local, raw_t, ours))
+        print(f"  {case} {n}: local {local:.3f}s raw {raw_t:.3f}s ours {ours:.3f}s", flush=True)
+    return rows
+
+
+async def main_async(workers: int, reps: int) -> list[tuple[str, int, float, float, float]]:
+    async with (
+        distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+            asynchronous=True,
+        ) as cluster,
+        distributed.Client(cluster, asynchronous=True) as c,
+    ):
+        await c.submit(work.inc, 0, pure=False)  # warm the workers up
+        return await measure(c, reps)
+
+
+def embedded_startup(reps: int) -> float:
+    one = task(work.inc)
+
+    @flow
+    def single() -> int:
+        return one(1)
+
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        assert single.run(executor="dask") == 2
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def report(rows: list[tuple[str, int, float, float, float]], startup: float) -> None:
+    load = os.getloadavg()
+    print(f"\nDask benchmark (cpus={os.cpu_count()}, load {load[0]:.2f} {load[1]:.2f})")
+    print(f"{'case':<14}{'local':>10}{'raw submit':>12}{'ours':>10}{'ours/raw':>10}  target")
+    for case, n, local, raw, ours in rows:
+        ratio = ours / raw
+        verdict = "ok" if ratio <= 1.25 else "MISSED (<= 1.25)"
+        label = f"{case} {n // 1000}k"
+        print(f"{label:<14}{local:>9.3f}s{raw:>11.3f}s{ours:>9.3f}s{ratio:>9.2f}x  {verdict}")
+    print(
+        f"\nembedded cluster (executor='dask'), one 1-task run incl. start + close: {startup:.2f}s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        rows = asyncio.run(main_async(args.workers, args.reps))
+    report(rows, embedded_startup(min(args.reps, 2)))
+
+
+if __name__ == "__main__":
+    main()
