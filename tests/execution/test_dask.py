@@ -704,3 +704,40 @@ def test_executor_arguments_are_checked() -> None:
         _arith.run(executor="spark")
     with pytest.raises(TypeError, match="executor must be"):
         _arith.run(executor=42)  # type: ignore[arg-type]
+
+
+# -- with the run history ----------------------------------------------------------------------
+
+
+@task
+def fails_once(x: int, marker: str) -> int:
+    with open(f"{marker}.{x}", "a") as runs:  # one line per execution, wherever it ran
+        runs.write("x\n")
+    if x == 2 and not os.path.exists(marker):
+        Path(marker).write_text("failed once")
+        raise RuntimeError("the first try of element 2 fails")
+    return x * 3
+
+
+@flow(durable=True)
+def durable_sum(marker: str) -> int:
+    return total([fails_once(i, marker) for i in range(4)])
+
+
+def test_a_durable_run_on_a_cluster_is_recorded_and_resumes_only_what_failed(
+    address: str,
+) -> None:
+    from auto_workflow.history import RunStatus, get_run
+
+    marker = str(_marker("fails-once"))
+    executor = DaskExecutor(address=address)
+    with pytest.raises(TaskExecutionError):
+        # One at a time, in build order: element 3 has not started when element 2 fails.
+        durable_sum.run(marker, run_id="on-dask", executor=executor, max_concurrency=1)
+    record = get_run("on-dask")
+    assert record.status is RunStatus.FAILED
+    assert {t.node: t.status.value for t in record.tasks}["fails_once:2"] == "failed"
+    assert durable_sum.resume("on-dask", executor=executor) == 18
+    runs = {i: len(Path(f"{marker}.{i}").read_text().splitlines()) for i in range(4)}
+    assert runs == {0: 1, 1: 1, 2: 2, 3: 1}  # the checkpointed elements did not run again
+    assert get_run("on-dask").status is RunStatus.SUCCEEDED

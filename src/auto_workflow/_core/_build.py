@@ -32,7 +32,7 @@ from auto_workflow._core._config import get_config
 from auto_workflow._core._context import RunContext, use_context
 from auto_workflow._core._durable import Session, check_run_id, flow_target
 from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placeholders
-from auto_workflow._core._journal import Checkpoints, RunSpec, installed_history
+from auto_workflow._core._journal import RunSpec, installed_history
 from auto_workflow._core._model import (
     ArtifactRef,
     FailurePolicy,
@@ -46,9 +46,7 @@ from auto_workflow._execution._placement import (
     Backend,
     ExecutorSpec,
     Placement,
-    Remote,
     backend_for,
-    find_remotes,
     localize,
 )
 from auto_workflow._results._keys import CacheKeyReport, explain
@@ -603,6 +601,7 @@ class Flow(Generic[R]):
             run_id,
             True,
             True,
+            overrides.get("executor"),
         )
 
     def _request(
@@ -725,8 +724,7 @@ async def _run_graph(
     """Run a built graph (on ``placement``'s cluster, if any) and record how it ended."""
     limit = request.limit
     checkpoints = session.checkpoints
-    if placement is not None and checkpoints is not None:
-        checkpoints = _LocalCheckpoints(checkpoints)
+    fetch = localize if placement is not None and checkpoints is not None else None
     calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS, placement)
     runner = FlowRunner(
         graph,
@@ -736,6 +734,7 @@ async def _run_graph(
         max_dynamic_tasks=get_config().max_dynamic_tasks,
         journal=session.journal,
         checkpoints=checkpoints,
+        fetch=fetch,
     )
     try:
         await _observe_flow(calls, runner)
@@ -772,25 +771,6 @@ def _ended_status(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
         return "cancelled"
     return "failed"
-
-
-class _LocalCheckpoints:
-    """A durable run's checkpoints under a cluster executor: a result left on the cluster
-    (a Remote handle) is not checkpointed; that task runs again if the run is resumed."""
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Checkpoints) -> None:
-        self.inner = inner
-
-    def load(self, key: str) -> tuple[Any] | None:
-        hit: tuple[Any] | None = self.inner.load(key)
-        return hit
-
-    def save(self, key: str, value: Any) -> bool:
-        found: list[Remote] = []
-        find_remotes(value, found)
-        return False if found else self.inner.save(key, value)
 
 
 def _snapshot(cache: ResultCache | None, store: ArtifactStore | None) -> Plugins:

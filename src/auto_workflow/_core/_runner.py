@@ -17,6 +17,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from auto_workflow._core._graph import SKIPPED, Graph, Node, RunState, resolve
@@ -59,10 +60,13 @@ class FlowRunner:
         max_dynamic_tasks: int,
         journal: RunJournal | None = None,
         checkpoints: Checkpoints | None = None,
+        fetch: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> None:
         self.state = RunState(graph, max_dynamic_tasks=max_dynamic_tasks)
         self.journal = journal
         self.checkpoints = checkpoints
+        self._fetch = fetch
+        """Brings a result left on a cluster back here, to be checkpointed."""
         self.expansions = Expansions(len(graph.nodes))
         calls.journal = journal
         if journal is not None or checkpoints is not None:
@@ -206,7 +210,10 @@ class FlowRunner:
             raise
         finally:
             self._in_task -= 1
-        self._record_success(node, key, value, how)
+        saved = value
+        if key and self._fetch is not None:
+            saved = await self._fetch(value)  # a durable run keeps its results, not handles
+        self._record_success(node, key, value, how, saved)
 
     async def _call_how(
         self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -216,9 +223,12 @@ class FlowRunner:
             return await self.calls.call(node.task, node, args, kwargs)
         return await call_with_events(self.calls, events, node.task, node, args, kwargs)
 
-    def _record_success(self, node: Node, key: str, value: Any, how: int | str) -> None:
-        """Checkpoint (before the node counts as done), journal, then mark it done."""
-        saved = bool(key) and self.checkpoints is not None and self.checkpoints.save(key, value)
+    def _record_success(
+        self, node: Node, key: str, value: Any, how: int | str, stored: Any
+    ) -> None:
+        """Checkpoint ``stored`` (before the node counts as done), journal, mark it done."""
+        cps = self.checkpoints
+        saved = bool(key) and cps is not None and cps.save(key, stored)
         if self.journal is not None:
             attempts = how if isinstance(how, int) else 0
             status = "succeeded" if attempts else "cached"
