@@ -742,6 +742,7 @@ async def _run_graph(
         if placement is not None:
             output = await localize(output)
     except BaseException as exc:
+        calls.close()  # first: queued thread calls must not start while the end is recorded
         session.finish(_ended_status(exc), exc)
         raise
     finally:

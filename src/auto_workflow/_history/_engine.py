@@ -126,15 +126,11 @@ class SqliteHistory:
             self._active += 1
 
     def ended(self) -> None:
-        """A run's end was queued: commit it; the last run out stops the writer thread, so
-        no thread outlives the runs (the next run starts a fresh one)."""
+        """A run's end was queued: commit it before the run returns. The writer thread
+        stays for a moment (the next run reuses it and its open file), then exits idle."""
         with self._lock:
             self._active -= 1
-            last = self._active == 0
-        if last:
-            self.writer.close(_FINAL_FLUSH)
-        else:
-            self.writer.flush(_FINAL_FLUSH)
+        self.writer.flush(_FINAL_FLUSH)
 
     def lookup(self, run_id: str) -> PriorRun | None:
         """What the history holds under ``run_id`` (after committing pending writes)."""
@@ -170,7 +166,7 @@ class SqliteHistory:
             graph_signature=signature_digest(shape),
         )
         self.started()
-        journal = _Journal(self, spec.run_id, graph)
+        journal = _Journal(self, spec.run_id, graph, spec.durable)
         checkpoints = None
         if spec.durable:
             checkpoints = RunCheckpoints(self.checkpoint_root, spec.run_id)
@@ -179,21 +175,64 @@ class SqliteHistory:
         return journal, checkpoints
 
 
+ITEMISED = 1000
+"""Rows per task name in one run before its further plain successes are only counted."""
+
+_SUMMARY_BASE = 1 << 40
+"""Build indexes of summary rows (above any real node's)."""
+
+_PLAIN = frozenset({"succeeded", "cached"})
+
+
 class _Journal:
-    """One run's journal: each call appends one op to the writer's queue."""
+    """One run's journal: node events become ops on the writer's queue.
 
-    __slots__ = ("_expansions", "_graph", "_history", "_retries", "_run_id", "_writer")
+    A node is declared when it first shows up (started, skipped, or a barrier expanded), so
+    nodes that never started are not recorded. In a run that is not durable, once a task
+    name has :data:`ITEMISED` rows, its further calls that succeed at the first attempt are
+    counted into one summary row per (task, status) instead of a row each: failures,
+    retries, skips and cancellations always get their own row. A 100,000-call fan-out then
+    costs the history a thousand rows, not a hundred thousand.
+    """
 
-    def __init__(self, history: SqliteHistory, run_id: str, graph: Graph) -> None:
+    __slots__ = (
+        "_durable",
+        "_expansions",
+        "_graph",
+        "_history",
+        "_quiet",
+        "_retries",
+        "_rows",
+        "_run_id",
+        "_summary",
+        "_writer",
+    )
+
+    def __init__(self, history: SqliteHistory, run_id: str, graph: Graph, durable: bool) -> None:
         self._history = history
-        self._writer = writer = history.writer
+        self._writer = history.writer
         self._run_id = run_id
         self._graph = graph
+        self._durable = durable
         self._expansions = Expansions(len(graph.nodes))
         self._retries: dict[int, tuple[int, float]] = {}
-        writer.nodes_declared_lazily(run_id, _declarations(graph, 0, len(graph.nodes), None))
+        self._rows: dict[str, int] = {}
+        self._quiet: dict[int, float] = {}
+        self._summary: dict[tuple[str, str], list[float]] = {}
+
+    def _declare(self, node: Node) -> None:
+        origin = self._expansions.origin(node.index)
+        self._writer.nodes_declared_lazily(self._run_id, _declaration(self._graph, node, origin))
 
     def task_started(self, node: Node, at: float) -> None:
+        if not self._durable and not node.is_barrier:
+            name = node.task.name
+            seen = self._rows.get(name, 0)
+            if seen >= ITEMISED:
+                self._quiet[node.index] = at
+                return
+            self._rows[name] = seen + 1
+        self._declare(node)
         self._writer.task_started(self._run_id, node.index, at)
 
     def task_ended(
@@ -206,11 +245,29 @@ class _Journal:
         checkpoint: bool,
     ) -> None:
         retry = self._retries.pop(node.index, None) if self._retries else None
+        started = self._quiet.pop(node.index, None) if self._quiet else None
+        if started is not None:
+            if status in _PLAIN and retry is None and error is None and attempts <= 1:
+                self._count(node.task.name, status, started, at)
+                return
+            self._declare(node)  # an unusual outcome of a quiet call: itemised after all
+            self._writer.task_started(self._run_id, node.index, started)
+        elif node.is_barrier or status == "skipped":
+            self._declare(node)  # never started: declared now
         if retry is not None and error is None:
             self._writer.attempt_ended(self._run_id, node.index, retry[0], retry[1], at, None)
         record = None if error is None else error_record(error)
         state = _TASK_STATUS[status]
         self._writer.task_ended(self._run_id, node.index, state, attempts, at, record, checkpoint)
+
+    def _count(self, name: str, status: str, started: float, ended: float) -> None:
+        entry = self._summary.get((name, status))
+        if entry is None:
+            self._summary[(name, status)] = [1.0, started, ended]
+            return
+        entry[0] += 1
+        entry[1] = min(entry[1], started)
+        entry[2] = max(entry[2], ended)
 
     def attempt_started(self, node: object, number: int, at: float) -> None:
         index = getattr(node, "index", None)
@@ -229,30 +286,33 @@ class _Journal:
 
     def expanded(self, barrier: Node, first: int, count: int) -> None:
         self._expansions.add(barrier, first)
-        decls = _declarations(self._graph, first, first + count, (barrier.id, first))
-        self._writer.nodes_declared_lazily(self._run_id, decls)
 
     def finish(self, status: str, error: BaseException | None, at: float) -> None:
+        self._write_summary()
         record = None if error is None else error_record(error)
         self._writer.run_ended(self._run_id, _RUN_STATUS[status], at, record)
         self._history.ended()
 
+    def _write_summary(self) -> None:
+        writer, run_id = self._writer, self._run_id
+        for offset, ((name, status), (count, first, last)) in enumerate(self._summary.items()):
+            index = _SUMMARY_BASE + offset
+            calls = int(count)
+            decl = (index, f"{name} \u00d7{calls}", name, "summary", (), None, calls)
+            writer.nodes_declared(run_id, (decl,))
+            writer.task_started(run_id, index, first)
+            writer.task_ended(run_id, index, _TASK_STATUS[status], 1, last, None, False)
 
-def _declarations(
-    graph: Graph, start: int, stop: int, origin: tuple[str, int] | None
+
+def _declaration(
+    graph: Graph, node: Node, origin: tuple[Node, int] | None
 ) -> Iterator[tuple[Any, ...]]:
-    """Node declarations, made on the writer thread when it gets to them.
-
-    ``origin`` is ``(barrier id, first child index)`` for a fan-out's children.
-    """
-    nodes = graph.nodes[start:stop]  # a snapshot: the list only ever grows
+    """The node's declaration, made on the writer thread when it gets to it."""
+    kind = "fanout" if node.is_barrier else "task"
+    if origin is not None:
+        barrier, item = origin
+        yield (node.index, node.id, node.task.name, kind, (barrier.id,), barrier.id, item)
+        return
     every = graph.nodes
-    for node in nodes:
-        upstream = tuple(every[d].id for d in node.deps)
-        kind = "fanout" if node.is_barrier else "task"
-        if origin is None:
-            yield (node.index, node.id, node.display_name, kind, upstream, None, None)
-        else:
-            barrier_id, first = origin
-            item = node.index - first
-            yield (node.index, node.id, node.task.name, kind, (barrier_id,), barrier_id, item)
+    upstream = tuple(every[d].id for d in node.deps)
+    yield (node.index, node.id, node.display_name, kind, upstream, None, None)

@@ -74,6 +74,10 @@ class TaskRecord:
 
     ``upstream`` lists the node ids this node waited for. A child of a dynamic fan-out has
     ``fanout`` set to its barrier's node id and ``item`` to its position in the source list.
+
+    ``kind == "summary"``: one row standing for ``item`` successful single-attempt calls of
+    ``task`` in a large run that were counted rather than itemised (docs/history.md);
+    ``started_at``/``ended_at`` span them, ``status`` is theirs.
     """
 
     node: str
@@ -148,9 +152,11 @@ class RunRecord:
         return None if self.ended_at is None else self.ended_at - self.started_at
 
     def counts(self) -> dict[str, int]:
-        """Task calls per status (fan-out barriers not counted)."""
+        """Task calls per status (fan-out barriers not counted; a summary row counts as the
+        calls it stands for)."""
         out: dict[str, int] = {}
         for t in self.tasks:
-            if t.kind == "task":
-                out[t.status.value] = out.get(t.status.value, 0) + 1
+            if t.kind != "fanout":
+                weight = t.item or 0 if t.kind == "summary" else 1
+                out[t.status.value] = out.get(t.status.value, 0) + weight
         return out

@@ -364,7 +364,7 @@ def _columns(run: RunRecord, strings: _Strings, times: list[Timing]) -> dict[str
     tasks = run.tasks
     lanes = pack_lanes(
         [
-            None if t.kind != "task" or x.start is None else (x.start, x.end or x.start)
+            None if t.kind == "fanout" or x.start is None else (x.start, x.end or x.start)
             for t, x in zip(tasks, times, strict=True)
         ]
     )
@@ -372,7 +372,8 @@ def _columns(run: RunRecord, strings: _Strings, times: list[Timing]) -> dict[str
         "name": [strings(t.task) for t in tasks],
         "node": {str(i): t.node for i, t in enumerate(tasks) if t.node != f"{t.task}:{t.index}"},
         "idx": [t.index for t in tasks],
-        "barrier": [i for i, t in enumerate(tasks) if t.kind != "task"],
+        "barrier": [i for i, t in enumerate(tasks) if t.kind == "fanout"],
+        "w": {str(i): t.item for i, t in enumerate(tasks) if t.kind == "summary" and t.item},
         "st": [_STATUS_CODE[t.status] for t in tasks],
         "s": [x.start for x in times],
         "e": [x.end for x in times],

@@ -140,7 +140,8 @@ _TASK_STATUSES = {status.value: status for status in TaskStatus}
 def task_counts(conn: sqlite3.Connection, rid: int, *, live: bool) -> dict[str, int]:
     """Task calls of run ``rid`` per effective status (fan-out barriers not counted)."""
     rows = conn.execute(
-        "SELECT status, count(*) FROM tasks WHERE run = ? AND kind IS NULL GROUP BY status",
+        "SELECT status, sum(CASE WHEN kind = 'summary' THEN item ELSE 1 END) FROM tasks "
+        "WHERE run = ? AND (kind IS NULL OR kind = 'summary') GROUP BY status",
         (rid,),
     ).fetchall()
     counts: dict[str, int] = {}

@@ -82,9 +82,12 @@ class WriterOptions:
     """Further tries of a busy commit, with backoff from 50 ms doubling to 1 s."""
     retention: Retention | None = None
     """Applied once when the thread starts, if set."""
+    linger: float = 2.0
+    """Idle seconds after which the thread exits (the next op starts a new one), so a
+    process that stopped running flows keeps no thread and no open file."""
 
     def __post_init__(self) -> None:
-        if self.interval <= 0 or self.max_batch < 1:
+        if self.interval <= 0 or self.max_batch < 1 or self.linger < 0:
             raise ValueError(f"invalid writer options: {self!r}")
         if self.busy_timeout < 0 or self.retries < 0:
             raise ValueError(f"invalid writer options: {self!r}")
@@ -244,6 +247,9 @@ class HistoryWriter:
         """
         with self._lock:
             thread = self._thread
+            if thread is None and self._ops and not self._failed:
+                self._start_locked()  # ops that raced an idle thread's exit: commit them
+                thread = self._thread
             if thread is None:
                 return
             if not self._failed:
@@ -279,6 +285,7 @@ class HistoryWriter:
             return
         self._thread = thread
         # Daemon, so a forgotten close() never hangs the exit; atexit still commits.
+        atexit.unregister(self.close)  # once, however often the thread is restarted
         atexit.register(self.close)
 
     def _run(self) -> None:
@@ -322,14 +329,28 @@ class HistoryWriter:
             logger.debug("run history retention deleted %d run(s) from %s", deleted, self._path)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
+        idle = 0.0
         while True:
             self._wake.wait(self._options.interval)
             self._wake.clear()
             stopping = self._stopping
+            busy = bool(self._ops)
             while self._ops:
                 self._commit(conn, self._take())
             if stopping:
                 return
+            idle = 0.0 if busy else idle + self._options.interval
+            if idle >= self._options.linger and self._retire():
+                return
+
+    def _retire(self) -> bool:
+        """Leave after ``linger`` idle seconds: the next op starts a fresh thread."""
+        with self._lock:
+            if self._ops or self._stopping:
+                return False
+            self._push = self._first_push
+            self._thread = None
+            return True
 
     def _take(self) -> Batch:
         batch = Batch()

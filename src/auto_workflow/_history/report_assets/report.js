@@ -105,7 +105,8 @@
   var counts = {};
   STATUS.forEach(function (s) { counts[s] = 0; });
   var busyTotal = 0;
-  tasks.forEach(function (i) { counts[statusOf(i)]++; busyTotal += T.busy[i]; });
+  // A summary row stands for many successful calls that were not itemised (T.w: how many).
+  tasks.forEach(function (i) { counts[statusOf(i)] += T.w[String(i)] || 1; busyTotal += T.busy[i]; });
 
   /* ---------- header ---------- */
 
