@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Protocol
 
+from auto_workflow._history._values import register_secret
+
 __all__ = [
     "DummyVaultSecrets",
     "EnvSecrets",
@@ -67,5 +69,12 @@ def set_secrets_provider(provider: SecretsProvider) -> None:
 
 
 def secret(key: str) -> str | None:
-    """The secret ``key`` from the active provider, or ``None``."""
-    return _provider.get(key)
+    """The secret ``key`` from the active provider, or ``None``.
+
+    A value handed out here is remembered as a secret: the run history writes ``***``
+    wherever it would appear (parameters, arguments, errors, tracebacks).
+    """
+    value = _provider.get(key)
+    if isinstance(value, str) and value:
+        register_secret(value)
+    return value

@@ -52,3 +52,29 @@ def test_a_durable_run_itemises_every_call(monkeypatch: pytest.MonkeyPatch) -> N
     assert not [t for t in run.tasks if t.kind == "summary"]
     assert len([t for t in run.tasks if t.task == "check"]) == 30
     assert all(t.checkpoint for t in run.tasks if t.status.value == "succeeded")
+
+
+def test_a_secret_handed_out_by_secret_is_never_recorded_in_clear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from auto_workflow.secrets import secret
+
+    monkeypatch.setenv("WAREHOUSE_PASSWORD", "hunter2-s3cret")
+    password = secret("WAREHOUSE_PASSWORD")
+    assert password == "hunter2-s3cret"
+
+    @task
+    def connect(dsn: str) -> str:
+        raise ConnectionError(f"cannot reach {dsn}")
+
+    @flow
+    def load(dsn: str) -> str:
+        return connect(dsn)
+
+    dsn = f"postgresql://etl:{password}@db/warehouse"
+    with pytest.raises(Exception, match="cannot reach"):
+        load.run(dsn, run_id="secretive", params={"dsn": dsn})
+    run = get_run("secretive")
+    recorded = repr(run)
+    assert "hunter2-s3cret" not in recorded
+    assert "postgresql://etl:***@db/warehouse" in recorded
