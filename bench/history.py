@@ -3,8 +3,8 @@
     python bench/history.py [--sizes 10000 100000]
 
 Each case runs in a fresh interpreter (so peak RSS is its own), with the history in a temp
-directory; it prints the best of three runs' µs per task and peak RSS with history off and on, and their ratios
-(targets: time <= 1.3x, RSS <= 1.2x; see docs/history.md).
+directory; it prints the best of three runs' µs per task and peak RSS with history off
+and on, and their ratios (targets: time <= 1.3x, RSS <= 1.2x; see docs/history.md).
 """
 
 from __future__ import annotations
