@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip("distributed is not installed (pip install 'auto-workflow[dask]')", True)
 
 from auto_workflow import FailurePolicy, fan_out, flow, subscribe, task
+from auto_workflow._history._engine import close_all
 from auto_workflow.artifacts import FilesystemArtifactStore
 from auto_workflow.cache import FilesystemResultCache, MemoryResultCache
 from auto_workflow.config import reload_config
@@ -129,6 +130,7 @@ def no_leaks(tmp_path: Path) -> Iterator[None]:
         return children_of() - children - CLUSTER_PIDS
 
     yield
+    close_all()  # the history's writer thread lingers between runs on purpose
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and extra_children():
         time.sleep(0.1)

@@ -1,102 +1,195 @@
-"""A durable run's checkpoints: one atomic file per finished task, beside the history.
+"""A durable run's checkpoints: an append-only log of finished tasks' results, per run.
 
-Each run has its own directory ``<checkpoint dir>/<run id>/`` (0700, files 0600), in the
-format of the filesystem result cache: write to a temp file then rename, a header with a
-SHA-256 over key and value, values pickled with cloudpickle. So a checkpoint is never torn,
-a corrupt one is a miss with a warning (the task runs again), and keys are hashed (a node
-key can never escape the directory).
+Each run has ``<checkpoint dir>/<run id>/checkpoints.log`` (directory 0700, file 0600).
+A record is appended with one ``writev`` call::
 
-Entries are not fsynced one by one: that would cost a disk flush per task. A checkpoint
-survives the process being killed (the data is in the page cache); after a power loss the
-latest ones may be missing, and those tasks simply run again on resume.
+    b"AWCK" | codec (u8) | key length (u32) | value length (u64) | Adler-32 (u32) | key | value
 
-Besides one entry per node key, a run keeps ``__call__`` (its arguments, parameters and
+where the value is the result pickled with cloudpickle (codec 0), or a ``bytes`` result as
+it is (codec 1: no copy, no pickling), and the checksum covers key and value. Reading
+scans the log once and keeps an index of the last record per key; values are read and
+unpickled when asked for.
+
+Integrity: a record is used only if it is complete and its checksum holds. A process
+killed mid-append leaves a torn last record, which is ignored (that task runs again on
+resume); earlier records are never touched. Records are not fsynced one by one: they
+survive the process being killed (they are in the page cache); after a power loss the
+newest ones may be missing, and those tasks run again.
+
+Adler-32 rather than SHA-256: a checksum here guards against torn and damaged records, not
+against tampering (the directory is the user's own, 0700), and hashing a large result
+with SHA-256 would cost more than writing it.
+
+Why a log and not one atomic file per checkpoint: creating and renaming a file costs
+hundreds of microseconds on an ordinary ext4 disk under load (measured 350-700 us here),
+an append a few; and a 1 MB result costs about what writing its bytes costs.
+
+Besides one record per node key, a run keeps ``__call__`` (its arguments, parameters and
 options, so ``resume`` can rebuild it) and ``__shape__`` (its graph's shape lines, so a
-changed graph can be reported precisely).
+changed graph can be reported precisely). One process appends to a run's log at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
-import warnings
+import struct
+import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
+import cloudpickle  # type: ignore[import-untyped]  # ships no type information
+
 from auto_workflow._core._journal import RunSpec
 from auto_workflow._history._paths import ensure_private_dir
-from auto_workflow._results._disk import FilesystemResultCache
-from auto_workflow.exceptions import CorruptEntryWarning, SerializationError
 
-__all__ = ["CALL_KEY", "SHAPE_KEY", "RunCheckpoints", "delete_checkpoints"]
+__all__ = ["CALL_KEY", "LOG_NAME", "SHAPE_KEY", "RunCheckpoints", "delete_checkpoints"]
 
 logger = logging.getLogger("auto_workflow.history")
 
 CALL_KEY = "__call__"
 SHAPE_KEY = "__shape__"
-_NEVER = float("inf")
+LOG_NAME = "checkpoints.log"
+_MAGIC = b"AWCK"
+_HEADER = struct.Struct("<4sBIQI")
+_PICKLED, _RAW = 0, 1
+_OPEN_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 
 class RunCheckpoints:
     """The checkpoints of one durable run (implements the core's ``Checkpoints``)."""
 
-    __slots__ = ("_cache", "_failed", "_ready", "directory", "run_id")
+    __slots__ = ("_failed", "_fd", "_index", "_lock", "directory", "path", "run_id")
 
     def __init__(self, root: Path, run_id: str) -> None:
         self.run_id = run_id
         self.directory = Path(root) / run_id
-        self._cache = FilesystemResultCache(
-            self.directory, prune_interval=_NEVER, sync=False, private=True
-        )
+        self.path = self.directory / LOG_NAME
+        self._fd: int | None = None
+        self._index: dict[str, tuple[int, int, int]] | None = None
         self._failed = False
-        self._ready = False
+        self._lock = threading.Lock()
 
-    def _prepare(self) -> None:
-        """Create the checkpoint directories readable by the user alone (0700)."""
-        ensure_private_dir(self.directory.parent)
-        ensure_private_dir(self.directory)
-        self._ready = True
+    # -- reading ---------------------------------------------------------------------------
 
     def load(self, key: str) -> tuple[Any] | None:
         """The checkpointed ``(value,)`` of ``key``, or ``None`` (missing or unreadable)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CorruptEntryWarning)  # logged below instead
-            try:
-                hit = self._cache.get(key, None)
-            except OSError as exc:
-                logger.warning("checkpoint %s of run %s unreadable (%s)", key, self.run_id, exc)
-                return None
-        if hit.__class__ is tuple and len(hit) == 1:
-            return hit
-        return None
+        index = self._index if self._index is not None else self._scan()
+        where = index.get(key)
+        if where is None:
+            return None
+        offset, length, codec = where
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(offset)
+                data = log.read(length)
+            return (data,) if codec == _RAW else (cloudpickle.loads(data),)
+        except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code: a miss
+            logger.warning("checkpoint %s of run %s cannot be loaded (%s)", key, self.run_id, exc)
+            return None
+
+    def _scan(self) -> dict[str, tuple[int, int, int]]:
+        """Index the log: key -> (offset, length, codec) of its last intact record."""
+        index: dict[str, tuple[int, int, int]] = {}
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            logger.warning("checkpoints of run %s unreadable (%s)", self.run_id, exc)
+            data = b""
+        offset = 0
+        while offset < len(data):
+            record = _record_at(data, offset)
+            if record is None:
+                logger.warning(
+                    "checkpoints of run %s: a torn or corrupt record at byte %d of %s is "
+                    "ignored (the tasks after it run again)",
+                    self.run_id,
+                    offset,
+                    self.path,
+                )
+                break
+            key, start, length, codec = record
+            index[key] = (start, length, codec)
+            offset = start + length
+        self._index = index
+        return index
+
+    # -- writing ---------------------------------------------------------------------------
 
     def save(self, key: str, value: Any) -> bool:
         """Checkpoint ``value`` under ``key``; False (with one warning) if it cannot be."""
+        codec = _RAW if value.__class__ is bytes else _PICKLED
         try:
-            if not self._ready:
-                self._prepare()
-            self._cache.set(key, (value,))
-        except SerializationError as exc:
+            payload = value if codec == _RAW else cloudpickle.dumps(value)
+        except Exception as exc:  # noqa: BLE001 - any value may refuse to pickle
             logger.warning(
-                "run %s: the result of %s cannot be checkpointed (%s); it will run again "
+                "run %s: the result of %s cannot be checkpointed (%s: %s); it will run again "
                 "if the run is resumed",
                 self.run_id,
                 key,
+                type(exc).__name__,
                 exc,
             )
             return False
+        try:
+            self._append(key.encode("utf-8", "surrogatepass"), payload, codec)
         except OSError as exc:
-            if not self._failed:
-                self._failed = True
-                logger.warning(
-                    "run %s: checkpoints cannot be written to %s (%s); the run goes on, "
-                    "but a resume will run its tasks again",
-                    self.run_id,
-                    self.directory,
-                    exc,
-                )
+            self._trouble(exc)
             return False
         return True
+
+    def _append(self, key: bytes, payload: bytes, codec: int) -> None:
+        check = zlib.adler32(payload, zlib.adler32(key))
+        header = _HEADER.pack(_MAGIC, codec, len(key), len(payload), check)
+        with self._lock:
+            fd = self._fd if self._fd is not None else self._open()
+            parts = [header, key, payload]
+            total = sum(len(p) for p in parts)
+            written = os.writev(fd, parts)
+            if written != total:  # a short write: finish it (rare; only for huge records)
+                rest = b"".join(parts)[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+        if self._index is not None:
+            self._index.pop(key.decode("utf-8", "surrogatepass"), None)
+
+    def _open(self) -> int:
+        ensure_private_dir(self.directory.parent)
+        ensure_private_dir(self.directory)
+        self._fd = os.open(self.path, _OPEN_APPEND, 0o600)
+        return self._fd
+
+    def _trouble(self, exc: OSError) -> None:
+        if not self._failed:
+            self._failed = True
+            logger.warning(
+                "run %s: checkpoints cannot be written to %s (%s); the run goes on, but a "
+                "resume will run its tasks again",
+                self.run_id,
+                self.path,
+                exc,
+            )
+
+    def close(self) -> None:
+        """Close the log (later saves reopen it)."""
+        with self._lock:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- what resume needs -----------------------------------------------------------------
 
     def save_call(self, spec: RunSpec, shape: list[str]) -> None:
         """Keep what ``resume`` needs to rebuild the run."""
@@ -112,6 +205,22 @@ class RunCheckpoints:
         """The recorded graph shape lines, if they can be read."""
         hit = self.load(SHAPE_KEY)
         return hit[0] if hit is not None and isinstance(hit[0], list) else None
+
+
+def _record_at(data: bytes, offset: int) -> tuple[str, int, int, int] | None:
+    """``(key, value offset, value length, codec)`` of the intact record at ``offset``."""
+    end_of_header = offset + _HEADER.size
+    if end_of_header > len(data):
+        return None
+    magic, codec, key_len, value_len, check = _HEADER.unpack_from(data, offset)
+    value_start = end_of_header + key_len
+    if magic != _MAGIC or codec not in (_PICKLED, _RAW) or value_start + value_len > len(data):
+        return None
+    view = memoryview(data)
+    key = bytes(view[end_of_header:value_start])
+    if zlib.adler32(view[value_start : value_start + value_len], zlib.adler32(key)) != check:
+        return None
+    return key.decode("utf-8", "surrogatepass"), value_start, value_len, codec
 
 
 def delete_checkpoints(root: Path, run_id: str) -> None:
