@@ -458,7 +458,9 @@ class CallRunner:
     async def _attempts(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int]:
-        if self.journal is not None:
+        if self.journal is not None and task.options.retries:
+            # Only a task that may retry has attempts worth recording one by one: a single
+            # attempt's times and error are its task row's.
             return await self._journaled_attempts(task, node, args, kwargs)
         opts = task.options
         total = opts.retries + 1
