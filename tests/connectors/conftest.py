@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -40,16 +42,25 @@ def postgres_cluster() -> Iterator[Postgres]:
         yield server
 
 
-@pytest.fixture(scope="session")
+async def _fill_executor(loop: asyncio.AbstractEventLoop) -> None:
+    await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.05) for _ in range(64)))
+
+
+@pytest.fixture(scope="session", autouse=True)
 def fsspec_loop() -> None:
-    """fsspec's async filesystems share one IO thread for the whole process: start it before
-    the tests' thread-leak check looks, since it is meant to outlive them."""
-    asyn = need("fsspec.asyn")
-    asyn.get_loop()
+    """fsspec's async filesystems share one IO thread, and its loop's executor threads (name
+    lookups), for the whole process: start them all before the tests' thread-leak check
+    looks, since they are meant to outlive every test."""
+    try:
+        from fsspec.asyn import get_loop, sync
+    except ImportError:
+        return
+    loop = get_loop()
+    sync(loop, _fill_executor, loop)  # the executor at its size: it never starts another
 
 
 @pytest.fixture(scope="session")
-def azurite(fsspec_loop: None) -> Iterator[Azurite]:
+def azurite() -> Iterator[Azurite]:
     need("adlfs")
     with azurite_server() as server:
         yield server

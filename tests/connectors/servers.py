@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +42,9 @@ def free_port() -> int:
         return port
 
 
-def _wait_port(port: int, seconds: float) -> bool:
+def _wait_port(port: int, seconds: float, alive: Callable[[], bool] = lambda: True) -> bool:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and alive():
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return True
         time.sleep(0.05)
@@ -206,14 +206,14 @@ def azurite_server() -> Iterator[Azurite]:
         return
     base = tempfile.mkdtemp(prefix="aw-azurite-")
     port = free_port()
-    argv = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", base]
+    argv = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port)]
     argv += ["--loose", "--skipApiVersionCheck", "--inMemoryPersistence", "--silent"]
     # Started by a shell that exits at once: the server is nobody's child here.
     script = " ".join(f"'{a}'" for a in argv) + f" > '{base}/log' 2>&1 & echo $!"
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    out = subprocess.run(["sh", "-c", script], cwd=base, capture_output=True, text=True, check=True)
     pid = int(out.stdout.strip())
     try:
-        if not _wait_port(port, 30):
+        if not _wait_port(port, 30, alive=lambda: not _gone(pid)):
             log = Path(base, "log").read_text(errors="replace")
             pytest.fail(f"Azurite did not start listening on {port}:\n{log}")
         yield Azurite(port)

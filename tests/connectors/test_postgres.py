@@ -65,9 +65,7 @@ def test_get_returns_one_connector_per_process_and_it_pickles_as_its_profile(pg:
     assert pickle.loads(data) is pg
 
 
-def test_the_password_is_redacted_from_repr_and_errors(
-    pg: Any, postgres_cluster: Postgres
-) -> None:
+def test_the_password_is_redacted_from_repr_and_errors(pg: Any, postgres_cluster: Postgres) -> None:
     password = postgres_cluster.password
     pg.query("SELECT 1")
     assert password not in repr(pg)
@@ -147,30 +145,37 @@ def test_a_failing_task_rolls_its_transaction_back(pg: Any, table: str) -> None:
     assert pg.query(f"SELECT * FROM {table}") == []
 
 
+def _insert_then_raise(pg: Any, table: str, row_id: int, error: BaseException) -> None:
+    with pg.transaction():
+        pg.execute(f"INSERT INTO {table} VALUES (%s, 'x')", [row_id])
+        raise error
+
+
 def test_nested_transactions_are_savepoints(pg: Any, table: str) -> None:
     with pg.transaction() as tx:
         tx.execute(f"INSERT INTO {table} VALUES (1, 'kept')")
-        with pytest.raises(RuntimeError), pg.transaction():
-            pg.execute(f"INSERT INTO {table} VALUES (2, 'undone')")
-            raise RuntimeError("inner")
-        with pytest.raises(DatabaseError) as info, pg.transaction():
-            pg.execute(f"INSERT INTO {table} VALUES (1, 'duplicate')")
+        with pytest.raises(RuntimeError):
+            _insert_then_raise(pg, table, 2, RuntimeError("inner"))
+        with pytest.raises(DatabaseError) as info:
+            _insert_then_raise(pg, table, 1, AssertionError("not reached: a duplicate key"))
         assert info.value.sqlstate == "23505"
         pg.execute(f"INSERT INTO {table} VALUES (3, 'after')")
     assert pg.query(f"SELECT id FROM {table} ORDER BY id") == [{"id": 1}, {"id": 3}]
+
+
+async def _ainsert_then_raise(pg: Any, table: str, row_id: int, error: BaseException) -> None:
+    async with pg.atransaction():
+        await pg.aexecute(f"INSERT INTO {table} VALUES (%s, 'x')", [row_id])
+        raise error
 
 
 async def test_async_transaction_commits_and_rolls_back(pg: Any, table: str) -> None:
     async with pg.atransaction():
         await pg.aexecute(f"INSERT INTO {table} VALUES (1, 'a')")
         with pytest.raises(KeyError):
-            async with pg.atransaction():
-                await pg.aexecute(f"INSERT INTO {table} VALUES (2, 'b')")
-                raise KeyError("x")
+            await _ainsert_then_raise(pg, table, 2, KeyError("x"))
     with pytest.raises(ZeroDivisionError):
-        async with pg.atransaction():
-            await pg.aexecute(f"INSERT INTO {table} VALUES (4, 'd')")
-            _ = 1 / 0
+        await _ainsert_then_raise(pg, table, 4, ZeroDivisionError())
     assert await pg.aquery(f"SELECT id FROM {table}") == [{"id": 1}]
 
 
@@ -270,7 +275,7 @@ def test_copy_one_million_rows_in_and_out(pg: Any, table: str) -> None:
 
 
 def test_copy_from_csv_data_and_query_export(pg: Any, table: str) -> None:
-    csv = b"id,label\n1,one\n2,\"two, too\"\n"
+    csv = b'id,label\n1,one\n2,"two, too"\n'
     assert pg.copy_from(table, io.BytesIO(csv), header=True) == 2
     assert pg.copy_from(table, "3,three\n") == 1
     exported = pg.copy_to(query=f"SELECT * FROM {table} WHERE id > %s ORDER BY id", params=[1])
@@ -350,15 +355,20 @@ def test_a_failed_tasks_error_is_redacted_in_the_history(
     assert not any(password in t for t in texts)
 
 
+def _orm_insert_then_raise(pg: Any, statement: Any) -> None:
+    with pg.session() as session:
+        session.execute(statement)
+        raise RuntimeError("undo")
+
+
 def test_sqlalchemy_engine_and_session(pg: Any, table: str) -> None:
     sqlalchemy = pytest.importorskip("sqlalchemy")
     engine = pg.sqlalchemy_engine()
     assert engine is pg.sqlalchemy_engine()
     with pg.session() as session:
         session.execute(sqlalchemy.text(f"INSERT INTO {table} VALUES (7, 'orm')"))
-    with pytest.raises(RuntimeError), pg.session() as session:
-        session.execute(sqlalchemy.text(f"INSERT INTO {table} VALUES (8, 'no')"))
-        raise RuntimeError("undo")
+    with pytest.raises(RuntimeError):
+        _orm_insert_then_raise(pg, sqlalchemy.text(f"INSERT INTO {table} VALUES (8, 'no')"))
     assert pg.query(f"SELECT id FROM {table}") == [{"id": 7}]
     assert "pw-" not in repr(engine)
 
