@@ -381,3 +381,14 @@ def test_a_closed_connector_refuses_calls_and_get_makes_a_new_one(pg: Any) -> No
     fresh = connectors.get("warehouse")
     assert fresh is not pg
     assert asyncio.run(fresh.aquery_one("SELECT 3 AS x")) == {"x": 3}
+
+
+def test_the_profiles_statement_timeout_applies_to_every_call(postgres_cluster: Postgres) -> None:
+    connectors.register_profile(
+        "strict", kind="postgres", dsn=postgres_cluster.socket_dsn, statement_timeout=0.2
+    )
+    strict = connectors.get("strict")
+    assert strict.query_one("SHOW statement_timeout") == {"statement_timeout": "200ms"}
+    with pytest.raises(QueryTimeoutError):
+        strict.query("SELECT pg_sleep(2)")
+    assert strict.query_one("SELECT pg_sleep(1), 1 AS x", statement_timeout=3)["x"] == 1
