@@ -21,9 +21,13 @@ from typing import Any, Literal, overload
 
 from auto_workflow.exceptions import AutoWorkflowWarning
 
-__all__ = ["Config", "get_config", "load_config", "reload_config"]
+__all__ = ["Config", "get_config", "load_config", "read_tool_table", "reload_config"]
 
 _ENV_PREFIX = "AUTO_WORKFLOW_"
+_SECTIONS = frozenset({"connectors"})
+"""Sub-tables of ``[tool.auto_workflow]`` owned by another part (``auto_workflow.connectors``
+reads ``[tool.auto_workflow.connectors.<name>]``): not configuration keys, not checked here."""
+_SECTION_PREFIXES = tuple(f"{_ENV_PREFIX}{name.upper()}__" for name in _SECTIONS)
 _VALIDATED = "values are validated, unlike in the public auto-workflow package: docs/migrating.md"
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
 
@@ -272,6 +276,16 @@ def _pyproject_table(path: Path) -> Mapping[str, Any]:
     return table
 
 
+def read_tool_table(cwd: Path | None = None) -> tuple[Path | None, Mapping[str, Any]]:
+    """The nearest pyproject.toml (or ``None``) and its ``[tool.auto_workflow]`` table.
+
+    Raises:
+        ValueError: the file cannot be read or the table is not a table.
+    """
+    pyproject = find_pyproject(cwd)
+    return pyproject, {} if pyproject is None else _pyproject_table(pyproject)
+
+
 def load_config(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the configuration now.
 
@@ -288,6 +302,8 @@ def load_config(*, cwd: Path | None = None, environ: Mapping[str, str] | None = 
     if pyproject is not None:
         source = f"[tool.auto_workflow] in {pyproject}"
         for key, value in _pyproject_table(pyproject).items():
+            if key in _SECTIONS:
+                continue
             if key not in _VALIDATORS:
                 known = ", ".join(sorted(_VALIDATORS))
                 raise ValueError(
@@ -324,6 +340,8 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
     known = {_ENV_PREFIX + key.upper() for key in _VALIDATORS} | _OTHER_VARIABLES
     suffixes = {name[len(_ENV_PREFIX) :]: name for name in known}
     for name in env:
+        if name.startswith(_SECTION_PREFIXES):
+            continue
         if name.startswith(_ENV_PREFIX) and name not in known:
             close = difflib.get_close_matches(name[len(_ENV_PREFIX) :], suffixes, n=1)
             hint = f"; did you mean {suffixes[close[0]]}?" if close else "."
