@@ -13,7 +13,13 @@ from browser import Browser, Page, png_colours, png_size
 from runs import FAILED_CHILDREN, FANOUT, HOSTILE, T0, hostile_run, nightly_run, small_fanout_run
 
 from auto_workflow import flow, task
-from auto_workflow._history._records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from auto_workflow._history._records import (
+    ErrorRecord,
+    RunRecord,
+    RunStatus,
+    TaskRecord,
+    TaskStatus,
+)
 from auto_workflow._history._report import embed_json, render_report, write_report
 from auto_workflow._history._report_data import (
     FANOUT_NODE,
@@ -384,6 +390,16 @@ def test_a_run_with_no_task_yet_opens_without_error(browser: Browser, tmp_path: 
     run = RunRecord(run_id="r", flow="starting", status=RunStatus.RUNNING, started_at=T0)
     page, _ = _open(browser, run, tmp_path, "empty")
     assert "no tasks yet" in page.evaluate("document.getElementById('graph').textContent")
+    assert page.errors() == []
+
+
+def test_a_failure_without_a_traceback_opens_without_error(
+    browser: Browser, tmp_path: Path
+) -> None:
+    error = ErrorRecord(type="E", message="bad")
+    run = _run([_task("a:0", 0, 1, status=TaskStatus.FAILED, error=error, attempts=1)])
+    page, _ = _open(browser, run, tmp_path, "no-traceback")
+    assert "bad" in page.evaluate("document.getElementById('failures').textContent")
     assert page.errors() == []
 
 

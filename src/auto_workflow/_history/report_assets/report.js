@@ -243,7 +243,7 @@
         box.appendChild(linkButton("… and " + (list.length - 3).toLocaleString("en-US") +
           " more: show them in the table", function () { table.onlyFailures(nameOf(first)); }));
       }
-      box.appendChild(tracebackBlock(e.traceback, false));
+      add(box, tracebackBlock(e.traceback, false));  // none when no traceback was kept
       return box;
     }
     function renderFailures() {
