@@ -76,10 +76,11 @@ _RUN = re.compile(r"/runs/([^/]{1,2048})")
 _API = re.compile(r"/api/runs/([^/]{1,2048})(/data)?")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 _ORDER = ("failed", "running", "cancelled", "succeeded", "cached", "skipped")
-_LIST_CSP = (
+_META_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
+    "base-uri 'none'"
 )
+_LIST_CSP = _META_CSP + "; frame-ancestors 'none'"  # (a <meta> policy cannot say this)
 _REPORT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
     "img-src data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -146,7 +147,7 @@ def _page(title: str, body: str, *, refresh: int | None = None) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_LIST_CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_META_CSP}">'
         f'<link rel="icon" href="data:,">{meta}<title>{html.escape(title)}</title>'
         f"<style>{_style()}</style></head><body>{body}</body></html>"
     )
