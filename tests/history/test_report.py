@@ -403,6 +403,29 @@ def test_a_failure_without_a_traceback_opens_without_error(
     assert page.errors() == []
 
 
+
+def test_a_live_runs_task_that_has_not_started_is_shown_waiting(
+    browser: Browser, tmp_path: Path
+) -> None:
+    run = RunRecord(
+        run_id="r",
+        flow="f",
+        status=RunStatus.RUNNING,
+        started_at=T0,
+        tasks=(
+            _task("a:0", 0.0, 1.0),
+            _task("b:1", 1.0, None, "a:0", status=TaskStatus.RUNNING),
+            _task("c:2", None, None, "b:1", status=TaskStatus.RUNNING),
+        ),
+    )
+    page, _ = _open(browser, run, tmp_path, "waiting")
+    tiles = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#totals [data-status]')]"
+        ".map(t => [t.dataset.status, t.querySelector('.num').textContent]))"
+    )
+    assert tiles == {"succeeded": "1", "failed": "0", "running": "1", "waiting": "1"}
+    assert page.errors() == []
+
 # ---------- flow.run(report=...) ----------
 
 

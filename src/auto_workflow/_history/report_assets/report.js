@@ -13,17 +13,19 @@
 
   function renderAll(D, signal) {
     var S = D.s, T = D.t, R = D.run, N = T.name.length;
-    var STATUS = D.statuses;
+    /* "waiting": a task of a live run that is declared but has not started (the history
+     * reads it as running, with no start time); it is told apart here. */
+    var STATUS = D.statuses.concat(["waiting"]);
     var COLOR = {
       succeeded: "#16a34a", failed: "#dc2626", skipped: "#9ca3af", cached: "#2563eb",
-      running: "#d97706", cancelled: "#64748b"
+      running: "#d97706", cancelled: "#64748b", waiting: "#94a3b8"
     };
     var TINT = {
       succeeded: "#dcfce7", failed: "#fee2e2", skipped: "#f3f4f6", cached: "#dbeafe",
-      running: "#fef3c7", cancelled: "#e2e8f0"
+      running: "#fef3c7", cancelled: "#e2e8f0", waiting: "#f1f5f9"
     };
     var RETRY = "#f59e0b", CRIT = "#7c3aed";
-    var ORDER = ["failed", "running", "cancelled", "succeeded", "cached", "skipped"];
+    var ORDER = ["failed", "running", "waiting", "cancelled", "succeeded", "cached", "skipped"];
 
     /* ---------- small helpers ---------- */
 
@@ -90,7 +92,10 @@
     var tasks = [];
     for (var i0 = 0; i0 < N; i0++) if (!isBarrier[i0]) tasks.push(i0);
 
-    function statusOf(i) { return STATUS[T.st[i]]; }
+    function statusOf(i) {
+      var s = STATUS[T.st[i]];
+      return s === "running" && T.s[i] === null ? "waiting" : s;
+    }
     function nameOf(i) { return S[T.name[i]]; }
     function labelOf(i) {
       var it = T.it[i];
@@ -303,7 +308,8 @@
     }
     function mainStatus(c) {
       for (var k = 0; k < ORDER.length; k++) if (c[ORDER[k]]) {
-        if (ORDER[k] === "failed" || ORDER[k] === "running" || ORDER[k] === "cancelled") return ORDER[k];
+        if (ORDER[k] === "failed" || ORDER[k] === "running" || ORDER[k] === "waiting" ||
+          ORDER[k] === "cancelled") return ORDER[k];
       }
       var best = "skipped", n = -1;
       ORDER.forEach(function (s) { if ((c[s] || 0) > n) { n = c[s] || 0; best = s; } });
