@@ -403,7 +403,6 @@ def test_a_failure_without_a_traceback_opens_without_error(
     assert page.errors() == []
 
 
-
 def test_a_live_runs_task_that_has_not_started_is_shown_waiting(
     browser: Browser, tmp_path: Path
 ) -> None:
@@ -425,6 +424,7 @@ def test_a_live_runs_task_that_has_not_started_is_shown_waiting(
     )
     assert tiles == {"succeeded": "1", "failed": "0", "running": "1", "waiting": "1"}
     assert page.errors() == []
+
 
 # ---------- flow.run(report=...) ----------
 
