@@ -344,7 +344,7 @@ def _when(epoch: float, now: float) -> str:
 def _ago(seconds: float) -> str:
     if seconds < 0:
         return ""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+    for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{int(seconds // size)} {unit} ago"
     return "just now"
@@ -360,7 +360,10 @@ def _duration(seconds: float | None) -> str:
     minutes, rest = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m {rest:02d}s"
-    return f"{minutes // 60}h {minutes % 60:02d}m"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours}h {minutes % 60:02d}m"
+    return f"{hours // 24}d {hours % 24:02d}h"
 
 
 def _tasks_cell(counts: Mapping[str, int]) -> str:
@@ -391,7 +394,10 @@ class _RunsPage:
 
     def render(self) -> str:
         where = html.escape(str(self.app.store.path))
-        head = f'<header><h1>Runs</h1><span class="where">{where}</span></header>'
+        head = (
+            "<header><h1>auto_workflow runs</h1>"
+            f'<span class="where" title="the run history file">{where}</span></header>'
+        )
         rows = "".join(self._row(r, time.time()) for r in self.runs)
         table = (
             "<table><thead><tr><th>Status</th><th>Flow</th><th>Run</th><th>Started</th>"
