@@ -161,6 +161,7 @@ def test_runs_list_pages_through_the_runs_newest_first(
     assert 'rel="next"' not in pages[2]
     assert app.handle("/?page=0", {"Host": "127.0.0.1"}).status == 400
     assert app.handle("/?status=bogus", {"Host": "127.0.0.1"}).status == 400
+    assert app.handle("/?" + "&".join(f"x{i}=1" for i in range(50)), {}).status == 400
 
 
 def test_a_run_links_to_its_report_page_and_back(

@@ -168,7 +168,7 @@ class _Filters:
         page = query.get("page") or "1"
         if not page.isdigit() or not 1 <= int(page) <= _MAX_PAGE:
             raise ValueError(f"page must be a number from 1 to {_MAX_PAGE}")
-        if status is not None and status not in RunStatus.__members__.values():
+        if status is not None and status not in {s.value for s in RunStatus}:
             raise ValueError(f"status must be one of {', '.join(s.value for s in RunStatus)}")
         return cls(
             query.get("flow") or None, None if status is None else RunStatus(status), int(page)
@@ -188,7 +188,10 @@ class UIApp:
     def handle(self, target: str, headers: Headers) -> Response:
         """Answer one ``GET``."""
         parts = urlsplit(target)
-        query = {k: v[0] for k, v in parse_qs(parts.query, max_num_fields=20).items()}
+        try:
+            query = {k: v[0] for k, v in parse_qs(parts.query, max_num_fields=20).items()}
+        except ValueError:  # more fields than any page takes
+            return _text(HTTPStatus.BAD_REQUEST, "too many query parameters")
         denied = self._denied(query, headers)
         if denied is not None:
             return denied
@@ -494,7 +497,11 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # a connection that sends nothing is dropped (its thread ends)
 
     def do_GET(self) -> None:
-        response = self.server.app.handle(self.path, self.headers)
+        try:
+            response = self.server.app.handle(self.path, self.headers)
+        except Exception:  # a bug answers 500, logged; the server goes on
+            logger.exception("the UI failed to answer GET %s", self.path)
+            response = _text(HTTPStatus.INTERNAL_SERVER_ERROR, "the UI failed; see its log")
         self._send(response)
 
     def _refuse(self) -> None:
