@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,14 @@ import pytest
 from browser import Browser, Page, png_colours, png_size
 from runs import FAILED_CHILDREN, FANOUT, HOSTILE, T0, hostile_run, nightly_run, small_fanout_run
 
-from auto_workflow._history._records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from auto_workflow import flow, task
+from auto_workflow._history._records import (
+    ErrorRecord,
+    RunRecord,
+    RunStatus,
+    TaskRecord,
+    TaskStatus,
+)
 from auto_workflow._history._report import embed_json, render_report, write_report
 from auto_workflow._history._report_data import (
     FANOUT_NODE,
@@ -22,6 +30,7 @@ from auto_workflow._history._report_data import (
     report_data,
     timings,
 )
+from auto_workflow.exceptions import TaskExecutionError
 
 SHOTS = Path("/tmp/report-shots")
 TIMES = "\u00d7"  # the multiplication sign in a group's label ("enrich", TIMES, "500")
@@ -382,3 +391,128 @@ def test_a_run_with_no_task_yet_opens_without_error(browser: Browser, tmp_path: 
     page, _ = _open(browser, run, tmp_path, "empty")
     assert "no tasks yet" in page.evaluate("document.getElementById('graph').textContent")
     assert page.errors() == []
+
+
+def test_a_failure_without_a_traceback_opens_without_error(
+    browser: Browser, tmp_path: Path
+) -> None:
+    error = ErrorRecord(type="E", message="bad")
+    run = _run([_task("a:0", 0, 1, status=TaskStatus.FAILED, error=error, attempts=1)])
+    page, _ = _open(browser, run, tmp_path, "no-traceback")
+    assert "bad" in page.evaluate("document.getElementById('failures').textContent")
+    assert page.errors() == []
+
+
+def test_a_live_runs_task_that_has_not_started_is_shown_waiting(
+    browser: Browser, tmp_path: Path
+) -> None:
+    run = RunRecord(
+        run_id="r",
+        flow="f",
+        status=RunStatus.RUNNING,
+        started_at=T0,
+        tasks=(
+            _task("a:0", 0.0, 1.0),
+            _task("b:1", 1.0, None, "a:0", status=TaskStatus.RUNNING),
+            _task("c:2", None, None, "b:1", status=TaskStatus.RUNNING),
+        ),
+    )
+    page, _ = _open(browser, run, tmp_path, "waiting")
+    tiles = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#totals [data-status]')]"
+        ".map(t => [t.dataset.status, t.querySelector('.num').textContent]))"
+    )
+    assert tiles == {"succeeded": "1", "failed": "0", "running": "1", "waiting": "1"}
+    assert page.errors() == []
+
+
+# ---------- flow.run(report=...) ----------
+
+
+@task
+def _double(x: int) -> int:
+    return 2 * x
+
+
+@task
+def _broken(x: int) -> int:
+    raise RuntimeError(f"row {x} is broken")
+
+
+@flow
+def _reported(n: int) -> list[int]:
+    return [_double(i) for i in range(n)]
+
+
+@flow
+def _reported_failing() -> int:
+    return _broken(_double(1))
+
+
+def _report_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(_data_blob(path.read_text()))
+    return data
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_run_writes_the_report_of_the_run_it_just_ran(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "run.html"
+    assert _reported.run(3, run_id="reported-1", report=target) == [0, 2, 4]
+    data = _report_json(target)
+    assert (data["run"]["id"], data["run"]["status"]) == ("reported-1", "succeeded")
+    assert data["run"]["ended"] is True
+    assert len(data["t"]["st"]) == 3
+
+
+def test_a_failed_run_raises_its_error_and_still_writes_its_report(tmp_path: Path) -> None:
+    target = tmp_path / "failed.html"
+    with pytest.raises(TaskExecutionError, match="row 2 is broken"):
+        _reported_failing.run(run_id="reported-2", report=str(target))
+    data = _report_json(target)
+    assert data["run"]["status"] == "failed"
+    assert "row 2 is broken" in data["s"]
+
+
+async def test_run_async_writes_the_report_too(tmp_path: Path) -> None:
+    target = tmp_path / "async.html"
+    assert await _reported.run_async(2, report=target) == [0, 2]
+    assert _report_json(target)["run"]["status"] == "succeeded"
+
+
+def test_a_report_that_cannot_be_written_is_one_warning_and_the_run_keeps_its_result(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING):
+        assert _reported.run(2, report=blocker / "run.html") == [0, 2]
+    assert len(_warnings(caplog)) == 1
+    assert "could not write its report" in _warnings(caplog)[0]
+
+
+def test_a_report_that_cannot_be_written_never_hides_the_runs_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING), pytest.raises(TaskExecutionError, match="broken"):
+        _reported_failing.run(report=blocker / "run.html")
+    assert len(_warnings(caplog)) == 1
+
+
+def test_a_run_outside_the_history_writes_no_report_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "none.html"
+    with caplog.at_level(logging.WARNING):
+        assert _reported.run(1, history=False, report=target) == [0]
+    assert not target.exists()
+    assert "was not recorded in the run history" in _warnings(caplog)[0]
+
+
+def test_report_must_be_a_path() -> None:
+    with pytest.raises(TypeError, match="report must be a path"):
+        _reported.run(1, report=42)  # type: ignore[arg-type]

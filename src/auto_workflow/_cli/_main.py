@@ -8,6 +8,7 @@ Commands::
     resume RUN_ID [--max-concurrency N]
     runs [--flow F] [--status S] [--limit N] [--json] | runs show RUN_ID | runs delete
     report RUN_ID [-o FILE]
+    ui [--host 127.0.0.1] [--port 8765] [--token T]
     describe TARGET [--params JSON] [--arg NAME=VALUE]...
     graph TARGET [--format dot|json|mermaid] [--params JSON] [--arg NAME=VALUE]...
     list MODULE_OR_FILE
@@ -59,7 +60,7 @@ from auto_workflow._cli._output import (
     stdout_to_stderr,
     summary_title,
 )
-from auto_workflow._cli._runs import HISTORY_COMMANDS, add_history_commands
+from auto_workflow._cli._runs import HISTORY_COMMANDS, add_history_commands, cmd_ui
 from auto_workflow.config import get_config
 from auto_workflow.exceptions import (
     AggregateTaskError,
@@ -679,6 +680,13 @@ def _printing(command: Callable[[argparse.Namespace], str]) -> Callable[[argpars
     return run
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    try:
+        return cmd_ui(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "describe": _cmd_describe,
@@ -686,6 +694,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "list": _cmd_list,
     "resume": _cmd_resume,
     **{name: _printing(cmd) for name, cmd in HISTORY_COMMANDS.items()},
+    "ui": _cmd_ui,
 }
 
 

@@ -1,9 +1,13 @@
-"""The history commands: ``runs``, ``runs show``, ``runs delete`` and ``report``.
+"""The history commands: ``runs``, ``runs show``, ``runs delete``, ``report`` and ``ui``.
 
-Each command returns the text for stdout (a table, or JSON with ``--json``); a run that is
-not found raises ``LookupError``, which the dispatcher turns into exit code 1. Text that
-comes from users (flow and task names, error messages) is printed with control characters
-escaped, so it stays inside its line.
+Each command but ``ui`` returns the text for stdout (a table, or JSON with ``--json``); a
+run that is not found raises ``LookupError``, which the dispatcher turns into exit code 1.
+Text that comes from users (flow and task names, error messages) is printed with control
+characters escaped, so it stays inside its line.
+
+``ui`` serves until Ctrl-C (then exits 0) and writes its address to stderr, since stdout
+is only written once a command returns. Its server (``_history._ui``) is not public API:
+the CLI is its one user.
 """
 
 from __future__ import annotations
@@ -12,9 +16,15 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import secrets
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from auto_workflow._history._engine import history_path
+from auto_workflow._history._store import HistoryStore
+from auto_workflow._history._ui import DEFAULT_PORT, UIServer, is_loopback
+from auto_workflow.config import get_config
 from auto_workflow.history import (
     RunRecord,
     RunStatus,
@@ -26,7 +36,7 @@ from auto_workflow.history import (
     write_report,
 )
 
-__all__ = ["HISTORY_COMMANDS", "add_history_commands", "one_line"]
+__all__ = ["HISTORY_COMMANDS", "add_history_commands", "cmd_ui", "one_line"]
 
 _FAILED_FIRST = {"failed": 0, "cancelled": 1, "skipped": 2, "running": 3}
 
@@ -51,6 +61,20 @@ def add_history_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     report.add_argument("run_id", metavar="RUN_ID", help="the run's id (a unique prefix will do)")
     report.add_argument("-o", "--output", metavar="FILE", help="default: RUN_ID.html")
     report.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
+    ui = sub.add_parser("ui", help="browse the run history in a web browser (read-only)")
+    ui.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
+    ui.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    ui.add_argument(
+        "--token",
+        help="required of every request (generated and printed when --host is not loopback)",
+    )
+    ui.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535; got {text!r}")
+    return int(text)
 
 
 def one_line(text: object) -> str:
@@ -163,6 +187,40 @@ def _delete(args: argparse.Namespace) -> str:
 def cmd_report(args: argparse.Namespace) -> str:
     """``report RUN_ID``: write the HTML report; prints its path."""
     return str(write_report(args.run_id, args.output))
+
+
+# -- ui --------------------------------------------------------------------------------------
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``ui``: serve the history until Ctrl-C; 0 when stopped so.
+
+    Raises:
+        ValueError: a bad host, or a port that cannot be bound (the dispatcher: exit 2).
+    """
+    token = args.token
+    generated = token is None and not is_loopback(args.host)
+    if generated:
+        token = secrets.token_urlsafe(24)
+    store = HistoryStore(history_path(get_config()))
+    try:
+        server = UIServer(store, args.host, args.port, token=token)
+    except OSError as exc:
+        raise ValueError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    with server:
+        if generated:
+            _say("binding beyond this machine needs a token: generated one (pass --token T)")
+        _say(f"serving the run history {store.path} (read-only)")
+        _say(f"open {server.url}   (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            _say("stopped")
+    return 0
+
+
+def _say(text: str) -> None:
+    print(f"auto-workflow ui: {text}", file=sys.stderr, flush=True)
 
 
 # -- text helpers ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import inspect
 import numbers
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -498,6 +499,7 @@ class Flow(Generic[R]):
         durable: bool | None = None,
         history: bool | None = None,
         executor: ExecutorSpec = None,
+        report: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> R:
         """Build and execute the flow; return its body's return value with results filled in.
@@ -516,6 +518,9 @@ class Flow(Generic[R]):
             history: Record this run in the run history (default: the ``history`` config).
             executor: ``"local"``, ``"dask"`` or a ``DaskExecutor`` (default: the config
                 key ``executor``); see docs/dask.md.
+            report: Once the run has ended (succeeded or failed), write its self-contained
+                HTML report to this path (docs/history.md). A report that cannot be written
+                is one warning: the run keeps its result or its error.
 
         Raises:
             TaskExecutionError: the first failure, under ``fail_fast``.
@@ -533,6 +538,7 @@ class Flow(Generic[R]):
             durable,
             history,
             executor,
+            report,
         )
         plugins = _snapshot(result_cache, artifact_store)
         return cast(R, _run_sync(self._run(request, plugins)))
@@ -549,6 +555,7 @@ class Flow(Generic[R]):
         durable: bool | None = None,
         history: bool | None = None,
         executor: ExecutorSpec = None,
+        report: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> R:
         """Awaitable :meth:`run`, for async callers. Cancelling it cancels the run."""
@@ -562,6 +569,7 @@ class Flow(Generic[R]):
             durable,
             history,
             executor,
+            report,
         )
         plugins = _snapshot(result_cache, artifact_store)
         return cast(R, await self._run(request, plugins))
@@ -602,6 +610,7 @@ class Flow(Generic[R]):
             True,
             True,
             overrides.get("executor"),
+            overrides.get("report"),
         )
 
     def _request(
@@ -615,12 +624,15 @@ class Flow(Generic[R]):
         durable: bool | None,
         history: bool | None,
         executor: object = None,
+        report: object = None,
     ) -> _Request:
         """Validate one run's options, before anything is built or recorded."""
         if durable is not None and not isinstance(durable, bool):
             raise TypeError(f"flow {self.name!r}: durable must be True or False; got {durable!r}")
         if history is not None and not isinstance(history, bool):
             raise TypeError(f"flow {self.name!r}: history must be True or False; got {history!r}")
+        if report is not None and not isinstance(report, str | os.PathLike):
+            raise TypeError(f"flow {self.name!r}: report must be a path; got {report!r}")
         return _Request(
             args=args,
             kwargs=kwargs,
@@ -631,6 +643,7 @@ class Flow(Generic[R]):
             durable=durable,
             history=history,
             backend=backend_for(executor),
+            report=report,
         )
 
     def _session(self, request: _Request) -> Session:
@@ -652,6 +665,13 @@ class Flow(Generic[R]):
 
     async def _run(self, request: _Request, plugins: Plugins) -> Any:
         session = self._session(request)
+        try:
+            return await self._traced(request, plugins, session)
+        finally:
+            if request.report is not None:  # on the loop: a cancelled run may await no more
+                session.write_report(request.report)
+
+    async def _traced(self, request: _Request, plugins: Plugins, session: Session) -> Any:
         run_id = session.spec.run_id
         run = self._build_and_run(request, plugins, session)
         if plugins.tracer is None:
@@ -765,6 +785,7 @@ class _Request:
     durable: bool | None
     history: bool | None
     backend: Backend | None = None
+    report: str | os.PathLike[str] | None = None
 
 
 def _ended_status(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 import time
@@ -171,6 +172,29 @@ class Session:
             logger.warning(
                 "the run history could not record the end of run %s",
                 self.spec.run_id,
+                exc_info=True,
+            )
+
+    def write_report(self, path: str | os.PathLike[str]) -> None:
+        """Write the ended run's HTML report to ``path``: a failure is one warning, never an
+        error (the run's result or error is what the caller gets)."""
+        if self.history is None or self.journal is None:
+            logger.warning(
+                "flow %r run %s: no report written to %s: the run was not recorded in the "
+                "run history (it is off, or could not be written)",
+                self.spec.flow,
+                self.spec.run_id,
+                path,
+            )
+            return
+        try:
+            self.history.write_report(self.spec.run_id, path)
+        except Exception:  # a plugin boundary: the report never costs the run its outcome
+            logger.warning(
+                "flow %r run %s: could not write its report to %s",
+                self.spec.flow,
+                self.spec.run_id,
+                path,
                 exc_info=True,
             )
 

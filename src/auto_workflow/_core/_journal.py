@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import os
+
     from auto_workflow._core._graph import Graph, Node
 
 __all__ = [
@@ -96,13 +98,16 @@ class PriorRun:
 
 
 class RunHistory(Protocol):
-    """Looks up runs by id, and opens a journal (and a durable run's checkpoints) per run."""
+    """Looks up runs by id, opens a journal (and a durable run's checkpoints) per run, and
+    writes the report of a recorded run (``flow.run(..., report=path)``)."""
 
     def lookup(self, run_id: str) -> PriorRun | None: ...
 
     def begin(
         self, spec: RunSpec, graph: Graph, shape: list[str], resumed: bool
     ) -> tuple[RunJournal, Checkpoints | None]: ...
+
+    def write_report(self, run_id: str, path: str | os.PathLike[str]) -> None: ...
 
 
 HistoryFactory = Callable[[], "RunHistory | None"]

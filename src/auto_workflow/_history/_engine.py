@@ -33,9 +33,10 @@ from auto_workflow._core._journal import (
 from auto_workflow._history._checkpoints import RunCheckpoints
 from auto_workflow._history._paths import checkpoint_dir, default_history_path
 from auto_workflow._history._records import ErrorRecord, RunStatus, TaskStatus
+from auto_workflow._history._report import write_report
 from auto_workflow._history._store import HistoryStore
 from auto_workflow._history._writer import HistoryWriter, Retention, WriterOptions
-from auto_workflow.exceptions import TaskExecutionError, UpstreamFailedError
+from auto_workflow.exceptions import RunNotFoundError, TaskExecutionError, UpstreamFailedError
 
 if TYPE_CHECKING:
     from auto_workflow._core._graph import Graph, Node
@@ -147,6 +148,19 @@ class SqliteHistory:
             shape=checkpoints.shape,
             call=checkpoints.call,
         )
+
+    def write_report(self, run_id: str, path: str | os.PathLike[str]) -> None:
+        """Write the HTML report of run ``run_id`` (exact id) to ``path``, once its writes
+        are committed.
+
+        Raises:
+            RunNotFoundError: the run is not in the history (it was never recorded).
+        """
+        self.writer.flush(_FINAL_FLUSH)
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"run {run_id!r} is not in the run history {self.path}")
+        write_report(record, path)
 
     def begin(
         self, spec: RunSpec, graph: Graph, shape: list[str], resumed: bool

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 from auto_workflow._history._records import RunRecord
 from auto_workflow._history._report_data import report_data
 
-__all__ = ["embed_json", "render_report", "write_report"]
+__all__ = ["Served", "embed_json", "render_report", "served_data", "write_report"]
 
 _ASSETS = ("report.html", "report.css", "report.js", "dagre.min.js")
 _JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
@@ -71,23 +72,66 @@ def _assets() -> dict[str, str]:
     return texts
 
 
-def render_report(run: RunRecord) -> str:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Served:
+    """How the local UI serves a report page (``auto-workflow ui``), not a file.
+
+    ``runs_url`` is the runs list the page links back to. With ``poll_url`` (the run's
+    summary, see ``_ui``) and ``data_url`` (its report data), the page is live: every
+    ``every_ms`` it fetches the summary, and when its ``sig`` differs from the one the page
+    was drawn from, it fetches the data and draws itself again. It stops once the run ended.
+    The page may then fetch from its own origin only (``connect-src 'self'``).
+    """
+
+    runs_url: str
+    poll_url: str | None = None
+    data_url: str | None = None
+    sig: str = ""
+    every_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if (self.poll_url is None) != (self.data_url is None):
+            raise ValueError("a live page needs both poll_url and data_url")
+        if self.every_ms < 100:
+            raise ValueError(f"every_ms must be at least 100; got {self.every_ms}")
+
+
+def served_data(run: RunRecord, served: Served | None) -> dict[str, Any]:
+    """The report data of ``run``, with the UI's links when it is served (see :class:`Served`)."""
+    data = report_data(run)
+    if served is not None:
+        data["ui"] = {
+            "runs": served.runs_url,
+            "poll": served.poll_url,
+            "data": served.data_url,
+            "sig": served.sig,
+            "every": served.every_ms,
+        }
+    return data
+
+
+def render_report(run: RunRecord, *, served: Served | None = None) -> str:
     """The report of ``run`` as one self-contained HTML page.
 
     Args:
         run: a recorded run, finished or still running.
+        served: How the local UI serves it (links back, live updates), or ``None`` for a
+            file.
 
     Returns:
-        The page's HTML text. It needs no other file and fetches nothing when opened.
+        The page's HTML text. It needs no other file; a file fetches nothing when opened,
+        a live page only its own server's JSON.
     """
     assets = _assets()
     parts = {
         "/*STYLE*/": assets["report.css"],
         "/*DAGRE*/": assets["dagre.min.js"],
         "/*SCRIPT*/": assets["report.js"],
-        "/*DATA*/": embed_json(report_data(run)),
+        "/*DATA*/": embed_json(served_data(run, served)),
     }
     page = assets["report.html"]
+    if served is not None and served.poll_url is not None:
+        page = page.replace("connect-src 'none'", "connect-src 'self'", 1)
     for marker, text in parts.items():
         head, _, tail = page.partition(marker)
         page = head + text + tail

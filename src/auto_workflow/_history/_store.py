@@ -152,6 +152,24 @@ class HistoryStore:
             conn.execute("COMMIT")
             return summaries
 
+    def count_runs(self, flow: str | None = None, status: RunStatus | str | None = None) -> int:
+        """How many runs :meth:`list_runs` would list with these filters and no limit."""
+        with self._reading() as conn:
+            if conn is None:
+                return 0
+            crashed = sweep_crashed(conn)
+            wanted = None if status is None else RunStatus(status)
+            where, params = _run_filter(flow, wanted, crashed)
+            row = conn.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()
+            return int(row[0])
+
+    def flows(self) -> list[str]:
+        """The names of the flows that have recorded runs, sorted (a scan of their index)."""
+        with self._reading() as conn:
+            if conn is None:
+                return []
+            return [row[0] for row in conn.execute("SELECT DISTINCT flow FROM runs ORDER BY flow")]
+
     def find_run(self, run_id: str) -> RunSummary | None:
         """The summary of run ``run_id`` (exact id), or ``None``."""
         with self._reading() as conn:
