@@ -653,6 +653,7 @@ class Flow(Generic[R]):
     async def _run(self, request: _Request, plugins: Plugins) -> Any:
         session = self._session(request)
         run_id = session.spec.run_id
+        plugins.faults.bind(self.name, run_id)  # before the flow span: it may report a fault
         run = self._build_and_run(request, plugins, session)
         if plugins.tracer is None:
             return (await run)[0]
