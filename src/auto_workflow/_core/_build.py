@@ -736,6 +736,7 @@ async def _run_graph(
         journal=session.journal,
         checkpoints=checkpoints,
         fetch=fetch,
+        output=out,
     )
     try:
         await _observe_flow(calls, runner)

@@ -13,7 +13,13 @@ a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot
 * the heap is ordered by (-priority, build order); a node whose fan-out group is at its
   ``max_concurrency`` waits in that group's own heap and re-enters the main heap when a
   sibling finishes;
-* a node ends exactly once: ``DONE``, ``FAILED`` or ``SKIPPED``.
+* a node ends exactly once: ``DONE``, ``FAILED`` or ``SKIPPED``;
+* with ``keep`` given, a result is released (its slot holds :data:`RELEASED`) as soon as
+  its last consumer has started (:meth:`RunState.started`), or when it is done if it has
+  none, unless its node is in ``keep`` (the flow's outputs): each node counts the
+  consumers it still waits for, so releasing is O(degree) too. A fan-out's children are
+  consumed by their barrier when it ends with their list; a failed or skipped node's
+  position is never released (the failure policy reads it).
 """
 
 from __future__ import annotations
@@ -28,7 +34,16 @@ from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError, Plac
 if TYPE_CHECKING:
     from auto_workflow._core._model import TaskOptions
 
-__all__ = ["Graph", "Group", "Node", "Placeholder", "RunState", "iter_placeholders", "resolve"]
+__all__ = [
+    "RELEASED",
+    "Graph",
+    "Group",
+    "Node",
+    "Placeholder",
+    "RunState",
+    "iter_placeholders",
+    "resolve",
+]
 
 # Heap keys pack (-priority, index) into one int: ints compare faster than tuples.
 _INDEX_BITS: Final = 40
@@ -41,6 +56,19 @@ DONE: Final = 3
 FAILED: Final = 4
 SKIPPED: Final = 5
 _ENDED: Final = (DONE, FAILED, SKIPPED)
+
+
+class _Released:
+    """The type of :data:`RELEASED`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<released result>"
+
+
+RELEASED: Final = _Released()
+"""What a result's slot holds once nothing in the run needs the result any more."""
 
 _CONTAINERS: Final = (list, tuple, dict, set, frozenset)
 _ATOMS: Final = frozenset({int, float, str, bytes, bool, type(None)})
@@ -487,8 +515,10 @@ class RunState:
     """The state of one run of a graph. Synchronous and loop-free; see the module docstring."""
 
     __slots__ = (
+        "_consumers",
         "_dependents",
         "_heap",
+        "_keep",
         "_remaining",
         "_status",
         "graph",
@@ -497,11 +527,20 @@ class RunState:
         "unfinished",
     )
 
-    def __init__(self, graph: Graph, *, max_dynamic_tasks: int = 100_000) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        max_dynamic_tasks: int = 100_000,
+        keep: Iterable[int] | None = None,
+    ) -> None:
+        """``keep``: the nodes whose results must outlive the run (the flow's outputs);
+        every other result is released once consumed. ``None``: keep every result."""
         nodes = graph.nodes
         n = len(nodes)
         self.graph = graph
         self.max_dynamic_tasks = max_dynamic_tasks
+        self._keep: frozenset[int] | None = None if keep is None else frozenset(keep)
         self.results: list[Any] = [None] * n
         self.unfinished = n
         self._status = bytearray(n)
@@ -523,6 +562,8 @@ class RunState:
             ) from None
         if not backwards:
             _check_orderable(graph)
+        self._consumers = [len(d) for d in dependents]
+        """Per node: how many of its dependants have not started yet."""
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -565,7 +606,7 @@ class RunState:
             out.append(node)
         return out
 
-    def _release(self, node: Node) -> None:
+    def _leave_group(self, node: Node) -> None:
         group = node.group
         if group is not None and not node.is_barrier:
             group.running -= 1
@@ -574,7 +615,7 @@ class RunState:
 
     def done(self, node: Node, value: Any) -> None:
         """Record ``node``'s result; dependents whose last dependency this was become ready."""
-        self._release(node)
+        self._leave_group(node)
         self._end(node.index, DONE, value)
         stack = [node.index]
         nodes, remaining, status = self.graph.nodes, self._remaining, self._status
@@ -586,16 +627,46 @@ class RunState:
                 child = nodes[d]
                 if child.children is not None:  # an expanded barrier whose children all ended
                     self._end(d, DONE, self.barrier_value(child))
+                    self._consume_children(child)
+                    if not self._consumers[d]:
+                        self._release(d)
                     stack.append(d)
                 else:
                     self._push(child)
+        if self._keep is not None and not self._consumers[node.index]:
+            self._release(node.index)
+
+    def started(self, node: Node) -> None:
+        """``node`` has its arguments (a barrier: its source's items): the results it
+        consumed are released if it was their last consumer (see the module docstring)."""
+        if self._keep is None:
+            return
+        consumers = self._consumers
+        for d in node.deps:
+            consumers[d] -= 1
+            if not consumers[d]:
+                self._release(d)
+
+    def _consume_children(self, barrier: Node) -> None:
+        """The barrier holds its children's results in its list: their slots can go."""
+        if self._keep is None or barrier.children is None:
+            return
+        first, count = barrier.children
+        for index in range(first, first + count):
+            self._consumers[index] = 0
+            self._release(index)
+
+    def _release(self, index: int) -> None:
+        keep = self._keep
+        if keep is not None and index not in keep and self._status[index] == DONE:
+            self.results[index] = RELEASED
 
     def fail(self, node: Node, error: BaseException) -> list[Node]:
         """Record ``node``'s failure; return every not-yet-ended descendant, now skipped.
 
         The caller decides what a skipped node's result holds (see :meth:`skip_result`).
         """
-        self._release(node)
+        self._leave_group(node)
         self._end(node.index, FAILED, error)
         return self._skip_descendants(node.index)
 
@@ -647,6 +718,7 @@ class RunState:
         self.results.extend([None] * count)
         self._status.extend(bytes(count))
         self._remaining.extend([0] * count)
+        self._consumers.extend([1] * count)  # each child is consumed by its barrier
         self._dependents.extend([barrier.index] for _ in range(count))
         self.unfinished += count
         barrier.children = (first, count)
