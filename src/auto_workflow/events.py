@@ -16,6 +16,9 @@ under ``"event"``, ``flow`` and ``run_id``, and for task events ``task``, ``node
 * ``task_cached`` (``attempt`` 0, ``source``: ``"cache"`` or ``"in_flight"``);
 * ``task_failed`` (``attempt``: attempts used, ``duration_ms``, ``error``);
 * ``task_skipped`` (``attempt`` 0, ``error``, ``upstream``: the failed node's id);
+* ``fanout_expanded`` (``node``: the fan-out's node, ``task``, ``count``: how many children
+  it made, ``nodes``: their ``(node id, task name)`` pairs), when a dynamic fan-out's source
+  has finished and its children are queued;
 * ``middleware_error`` (``middleware``: its name, ``error``; the call went on without it);
 * ``plugin_error`` (``plugin``: its name, ``kind``: ``"tracer"``, ``"metrics provider"``,
   ``"event subscriber"`` or ``"middleware"``, ``hook``: where it raised, ``error``): once
@@ -53,6 +56,7 @@ EVENT_NAMES = frozenset(
         "task_cached",
         "task_failed",
         "task_skipped",
+        "fanout_expanded",
         "middleware_error",
         "plugin_error",
     }

@@ -25,7 +25,7 @@ a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot
 from __future__ import annotations
 
 import heapq
-import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -296,14 +296,14 @@ class Graph:
         return out
 
     def to_dot(self) -> str:
-        """The graph in Graphviz DOT."""
-        lines = [f"digraph {json.dumps(self.name)} {{", "  rankdir=LR;"]
+        """The graph in Graphviz DOT (UTF-8 text: non-ASCII names stay as they are)."""
+        lines = [f"digraph {_dot_text(self.name)} {{", "  rankdir=LR;"]
         for node in self.nodes:
             shape = "diamond" if node.is_barrier else "box"
             label = node.display_name if node.is_barrier else node.id
-            lines.append(f"  {json.dumps(node.id)} [label={json.dumps(label)}, shape={shape}];")
+            lines.append(f"  {_dot_text(node.id)} [label={_dot_text(label)}, shape={shape}];")
         for src, targets in self.adjacency().items():
-            lines.extend(f"  {json.dumps(src)} -> {json.dumps(t)};" for t in targets)
+            lines.extend(f"  {_dot_text(src)} -> {_dot_text(t)};" for t in targets)
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -323,12 +323,24 @@ class Graph:
         return "\n".join(lines) + "\n"
 
 
+_DOT_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _dot_text(text: str) -> str:
+    """``text`` as a quoted DOT string: backslash and quote escaped, a newline as DOT's
+    ``\\n`` line break, other control characters dropped; non-ASCII kept (DOT is UTF-8)."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    text = text.replace("\r\n", "\n").replace("\n", "\\n")
+    return '"' + _DOT_CONTROL.sub("", text) + '"'
+
+
 def _mermaid_text(text: str) -> str:
-    """``text`` safe inside a quoted Mermaid label (quotes and markup as entity codes)."""
+    """``text`` safe inside a quoted Mermaid label (quotes, markup and control characters
+    as entity codes; non-ASCII kept)."""
     pairs = (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("`", "#96;"))
     for char, code in pairs:
         text = text.replace(char, code)
-    return text
+    return _DOT_CONTROL.sub(lambda m: f"#{ord(m.group())};", text)
 
 
 class Placeholder:

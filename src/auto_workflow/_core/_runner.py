@@ -302,7 +302,12 @@ class FlowRunner:
         if self.journal is not None:
             self.journal.expanded(node, first, len(items))
             self.journal.task_ended(node, "succeeded", 1, time.time(), None, False)
-        self.state.expand(node, items)
+        children = self.state.expand(node, items)
+        events = self._events
+        if events is not None and events.wants("fanout_expanded"):
+            payload = self.calls.payload(node.task, node.id, count=len(children))
+            payload["nodes"] = [(child.id, child.task.name) for child in children]
+            events.emit("fanout_expanded", payload)
 
     def _fill_skipped_barriers(self) -> None:
         """A fan-out whose child failed shows its partial list, errors in place."""
