@@ -16,13 +16,20 @@ under ``"event"``, ``flow`` and ``run_id``, and for task events ``task``, ``node
 * ``task_cached`` (``attempt`` 0, ``source``: ``"cache"`` or ``"in_flight"``);
 * ``task_failed`` (``attempt``: attempts used, ``duration_ms``, ``error``);
 * ``task_skipped`` (``attempt`` 0, ``error``, ``upstream``: the failed node's id);
-* ``middleware_error`` (``middleware``: its name, ``error``; the call went on without it).
+* ``fanout_expanded`` (``node``: the fan-out's node, ``task``, ``count``: how many children
+  it made, ``nodes``: their ``(node id, task name)`` pairs), when a dynamic fan-out's source
+  has finished and its children are queued;
+* ``middleware_error`` (``middleware``: its name, ``error``; the call went on without it);
+* ``plugin_error`` (``plugin``: its name, ``kind``: ``"tracer"``, ``"metrics provider"``,
+  ``"event subscriber"`` or ``"middleware"``, ``hook``: where it raised, ``error``): once
+  per faulty plugin per run; the run goes on with the same results (docs/observability.md).
 
 Your own events: ``emit("batch_loaded", {"rows": 10})`` reaches the callbacks subscribed to
 ``"batch_loaded"``.
 
 Callbacks run on the run's event-loop thread, in the order events happen; a subscriber that
-raises is logged and never breaks a run.
+raises is reported once per run (a warning and a ``plugin_error`` event) and never breaks a
+run. ``subscribe`` and ``unsubscribe`` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -49,7 +56,9 @@ EVENT_NAMES = frozenset(
         "task_cached",
         "task_failed",
         "task_skipped",
+        "fanout_expanded",
         "middleware_error",
+        "plugin_error",
     }
 )
 """Every event the engine emits."""

@@ -19,7 +19,7 @@ def set_metrics_provider(provider: MetricsProvider | None) -> None:
     Raises:
         TypeError: ``provider`` is a class, or lacks ``inc`` or ``observe``.
     """
-    DEFAULTS.metrics = InMemoryMetrics() if provider is None else check_metrics(provider)
+    DEFAULTS.set_metrics(InMemoryMetrics() if provider is None else check_metrics(provider))
 
 
 def get_metrics_provider() -> MetricsProvider:

@@ -4,10 +4,12 @@ Each middleware must ``await next_call()`` (and may inspect or replace its resul
 first registered is the outermost. Middleware wraps every attempt of every task call.
 
 A middleware that raises on its own account, before calling ``next_call()`` or after it
-returned, does not fail the task: the error is logged once (a warning) and sent as a
-``middleware_error`` event (payload: ``middleware``, ``task``, ``error``, ...), and the call
-goes on without that middleware. The task's own exception passing through a middleware is
-still the task's failure, whatever the middleware raises on the way out.
+returned, does not fail the task: the call goes on without that middleware, the error is
+sent as a ``middleware_error`` event (payload: ``middleware``, ``task``, ``error``, ...) on
+each call it happens to, and the middleware is reported once per run (one warning naming
+it and the hook, one ``plugin_error`` event); it is still called on later calls. The task's
+own exception passing through a middleware is still the task's failure, whatever the
+middleware raises on the way out.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ __all__ = ["Middleware", "clear", "register"]
 
 
 def register(mw: Middleware) -> None:
-    """Add ``mw`` inside those already registered."""
+    """Add ``mw`` inside those already registered (safe from any thread).
+
+    Raises:
+        TypeError: ``mw`` is not callable.
+    """
     if not callable(mw):
         raise TypeError(f"middleware must be an async callable; got {type(mw).__name__}")
-    DEFAULTS.middleware.append(mw)
+    DEFAULTS.add_middleware(mw)
 
 
 def clear() -> None:
     """Remove all middleware."""
-    DEFAULTS.middleware.clear()
+    DEFAULTS.clear_middleware()

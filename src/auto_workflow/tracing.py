@@ -24,7 +24,7 @@ def set_tracer(tracer: Tracer | None) -> None:
     """
     if tracer is not None:
         check_tracer(tracer)
-    DEFAULTS.tracer = tracer if tracer is not None else NullTracer()
+    DEFAULTS.set_tracer(tracer if tracer is not None else NullTracer())
 
 
 def get_tracer() -> Tracer:

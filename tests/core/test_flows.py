@@ -681,3 +681,34 @@ def test_a_fan_out_over_text_is_refused_with_a_pointer_to_the_migration_page() -
 
     with pytest.raises(TypeError, match=r"list\(value\).*docs/migrating\.md"):
         pipeline.run()
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    [
+        "params",
+        "failure_policy",
+        "max_concurrency",
+        "result_cache",
+        "artifact_store",
+        "run_id",
+        "durable",
+        "history",
+        "executor",
+    ],
+)
+def test_a_flow_parameter_named_like_a_run_keyword_is_refused_at_decoration(
+    keyword: str,
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(f"def body({keyword}=None):\n    return None\n", namespace)
+    with pytest.raises(TypeError, match=rf"flow 'body': parameter\(s\) '{keyword}'.*flow\.run"):
+        flow(namespace["body"])
+
+
+def test_positional_only_and_var_keyword_parameters_do_not_collide() -> None:
+    @flow
+    def body(params: int, /, **kwargs: Any) -> int:
+        return params
+
+    assert body.run(3) == 3

@@ -54,9 +54,12 @@ from auto_workflow._cli._output import (
     Status,
     TaskRecord,
     configure_logging,
+    failure_summary,
     live_display,
     print_summary,
+    result_text,
     rich_console,
+    safe_text,
     stdout_to_stderr,
     summary_title,
 )
@@ -182,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--run-id", metavar="ID", help="name this run (unique per flow)")
     run.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON only; a result that is not JSON is printed as "
+        '{"not_json": true, "type": ..., "repr": ...} with a note on stderr',
+    )
+    run.add_argument(
         "--durable", action="store_true", help="checkpoint every task so the run can be resumed"
     )
     resume = sub.add_parser("resume", help="resume a durable run that did not finish")
@@ -256,6 +265,8 @@ def _import_module(name: str) -> ModuleType:
         raise UsageError(f"cannot import {name!r}: {_exc_text(exc)}") from exc
     except Exception as exc:  # the user's module failed: report it as input error
         raise UsageError(f"cannot import {name!r}: {_exc_text(exc)}") from exc
+    except (SystemExit, KeyboardInterrupt) as exc:  # never "success, nothing ran"
+        raise UsageError(f"cannot import {name!r}: {_exit_text(exc)}") from exc
 
 
 def _load_file(path: Path) -> ModuleType:
@@ -290,7 +301,21 @@ def _exec_file(name: str, path: Path, shown: str) -> ModuleType:
     except Exception as exc:  # the user's file failed: report it as input error
         del sys.modules[name]
         raise UsageError(f"cannot import {shown!r}: {_exc_text(exc)}") from exc
+    except (SystemExit, KeyboardInterrupt) as exc:  # never "success, nothing ran"
+        del sys.modules[name]
+        raise UsageError(f"cannot import {shown!r}: {_exit_text(exc)}") from exc
     return module
+
+
+def _exit_text(exc: SystemExit | KeyboardInterrupt) -> str:
+    """What a module that tried to end the program while being imported did."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "it raised KeyboardInterrupt while being imported"
+    return (
+        f"it called sys.exit({exc.code!r}) (raised SystemExit) while being imported; a flow "
+        "module must not end the program at import (put script code under "
+        '`if __name__ == "__main__":`)'
+    )
 
 
 def _flows_in(module: ModuleType) -> dict[str, Flow[Any]]:
@@ -405,39 +430,43 @@ def _with_node(text: str, task: str, node: str) -> str:
     return f"{prefix} ({node}): {text}"
 
 
-def _failure_texts(errors: Sequence[BaseException], records: list[TaskRecord]) -> list[str]:
-    """One text per failed task (naming its node), then errors no task event reported.
+def _failure_groups(
+    errors: Sequence[BaseException], records: list[TaskRecord]
+) -> list[tuple[str, list[str]]]:
+    """``(error text, node ids)`` per distinct failure, in the order the tasks failed.
 
     Events carry an error's ``repr``, so records and errors are paired by that text; equal
-    texts (one task failing the same way twice) pair off one by one.
+    texts (one task failing the same way twice) pair off one by one. Errors no task event
+    reported come last, with no node.
     """
     unpaired: dict[str, list[BaseException]] = {}
     for err in errors:
         unpaired.setdefault(repr(err), []).append(err)
-    texts: list[str] = []
+    groups: dict[str, list[str]] = {}
     for record in records:
         if record.status is not Status.FAILED:
             continue
         same = unpaired.get(record.error or "")
-        if not same:
-            texts.append(f"task {record.task!r} ({record.node}) failed: {record.error}")
-            continue
-        texts.append(_with_node(_exc_text(same.pop(0)), record.task, record.node))
-    texts.extend(_exc_text(err) for rest in unpaired.values() for err in rest)
-    return texts
+        if same:
+            text = _exc_text(same.pop(0))
+        else:
+            text = f"task {record.task!r} failed: {_one_line(str(record.error))}"
+        groups.setdefault(text, []).append(record.node)
+    for rest in unpaired.values():
+        for err in rest:
+            groups.setdefault(_exc_text(err), [])
+    return list(groups.items())
 
 
 def _paragraph(
     flow: str, outcome: str, errors: Sequence[BaseException], records: list[TaskRecord]
 ) -> str:
-    texts = _failure_texts(errors, records)
+    groups = _failure_groups(errors, records)
+    if len(groups) == 1 and len(groups[0][1]) == 1:  # one failed task: name its node inline
+        task = next(r.task for r in records if r.node == groups[0][1][0])
+        groups = [(_with_node(groups[0][0], task, groups[0][1][0]), [])]
     skipped = sum(r.status is Status.SKIPPED for r in records)
-    if len(texts) > 1:
-        texts[0] = f"{len(texts)} tasks failed: {texts[0]}"
-    message = f"flow {flow!r} {outcome}: " + ("; ".join(texts) or "tasks were skipped")
-    if skipped:
-        message += f"; {skipped} downstream task(s) skipped"
-    return message
+    return failure_summary(f"flow {flow!r} {outcome}", groups, skipped)
 
 
 def _task_errors(exc: BaseException) -> list[BaseException]:
@@ -500,12 +529,13 @@ def _error_as_json(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _result_text(result: Any) -> str:
-    """The result as JSON when it can be, else its ``repr``."""
-    try:
-        return json.dumps(result, indent=2, allow_nan=False, default=_error_as_json)
-    except (TypeError, ValueError, RecursionError):
-        return repr(result)
+def _result_text(result: Any, as_json: bool = False) -> str:
+    """The result as JSON when it can be, else its ``repr``; bounded and escaped (see
+    :func:`~auto_workflow._cli._output.result_text`)."""
+    text, note = result_text(result, as_json=as_json, default=_error_as_json)
+    if note is not None:
+        _note(note)
+    return text
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -575,7 +605,7 @@ def _watch(flow_obj: Flow[Any], args: argparse.Namespace, call: Callable[[], Any
         records = _summarise(progress, console, "failed")
         errors = _task_errors(exc)
         raise _FlowFailed(_paragraph(flow_obj.name, "failed", errors, records), errors) from exc
-    return _finish_run(flow_obj, progress, console, result)
+    return _finish_run(flow_obj, progress, console, result, getattr(args, "json", False))
 
 
 def _executor(args: argparse.Namespace) -> Any:
@@ -589,12 +619,14 @@ def _executor(args: argparse.Namespace) -> Any:
     return DaskExecutor(address=args.dask_address)
 
 
-def _finish_run(flow_obj: Flow[Any], progress: RunProgress, console: Any, result: Any) -> int:
+def _finish_run(
+    flow_obj: Flow[Any], progress: RunProgress, console: Any, result: Any, as_json: bool
+) -> int:
     """After a run that returned: summary, result, and exit 1 if tasks failed (continue)."""
     errors, any_error = _errors_in(result)
     failed = any_error or progress.snapshot().failed > 0
     records = _summarise(progress, console, "finished with failures" if failed else "succeeded")
-    _emit(_result_text(result))
+    _emit(_result_text(result, as_json))
     if not failed:
         return EXIT_OK
     outcome = "finished with failures (failure_policy=continue)"
@@ -702,11 +734,16 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _error(message: str) -> None:
-    print(f"auto-workflow: error: {message}", file=sys.stderr, flush=True)
+    print(f"auto-workflow: error: {_safe_lines(message)}", file=sys.stderr, flush=True)
 
 
 def _note(message: str) -> None:
-    print(f"auto-workflow: note: {message}", file=sys.stderr, flush=True)
+    print(f"auto-workflow: note: {_safe_lines(message)}", file=sys.stderr, flush=True)
+
+
+def _safe_lines(message: str) -> str:
+    """``message`` with control characters escaped, line by line (its own lines kept)."""
+    return "\n".join(safe_text(line) for line in message.split("\n"))
 
 
 def _print_tracebacks(errors: Sequence[BaseException]) -> None:
@@ -737,7 +774,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except _FlowFailed as exc:
         if verbose:
             _print_tracebacks(exc.errors)
-        print(str(exc) + ("" if verbose else _TRACEBACK_HINT), file=sys.stderr, flush=True)
+        text = _safe_lines(str(exc)) + ("" if verbose else _TRACEBACK_HINT)
+        print(text, file=sys.stderr, flush=True)
         return EXIT_FAILED
 
 

@@ -11,6 +11,9 @@ Invariants:
   (the optional ``cli`` extra) is imported only when a live display is wanted, and when it
   is missing the output is plain;
 * everything here writes to stderr: stdout belongs to the command's result;
+* untrusted text (task names, errors, results, log messages) is passed through
+  :func:`safe_text` before it reaches a terminal line, so a newline, an ANSI escape or another
+  control character in it is shown escaped and can neither forge a line nor move the cursor;
 * events arrive on the run's event-loop thread while a live display renders from its own
   refresh thread, so a :class:`RunProgress` touches its records only under its lock and
   hands renderers immutable :class:`Snapshot` copies.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import logging
 import os
 import re
@@ -43,11 +47,14 @@ __all__ = [
     "Status",
     "TaskRecord",
     "configure_logging",
+    "failure_summary",
     "format_duration",
     "live_display",
     "log_event",
     "print_summary",
+    "result_text",
     "rich_console",
+    "safe_text",
     "stdout_to_stderr",
     "summary_rows",
     "summary_title",
@@ -64,6 +71,7 @@ EVENTS = (
     "task_succeeded",
     "task_failed",
     "task_skipped",
+    "fanout_expanded",
 )
 """The run events the command line follows."""
 
@@ -77,7 +85,37 @@ HEADERS = ("task", "status", "attempts", "duration", "cached")
 """The summary table's columns."""
 
 
+# -- untrusted text --------------------------------------------------------------------------
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls, DEL, line/paragraph separators and bidirectional overrides."""
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(_escaped, text)
+
+
 # -- logging ---------------------------------------------------------------------------------
+
+
+class _SafeFormatter(logging.Formatter):
+    """The CLI's line format, with the message's control characters escaped (a traceback
+    appended after it keeps its own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = safe_text(record.message)
+        return super().formatMessage(record)
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
@@ -108,7 +146,7 @@ def configure_logging(level: str, *, enabled: bool) -> Callable[[], None]:
     handler: logging.Handler
     if enabled:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+        handler.setFormatter(_SafeFormatter(LOG_FORMAT, LOG_DATEFMT))
     else:
         handler = logging.NullHandler()
     root.addHandler(handler)
@@ -160,6 +198,8 @@ def log_event(name: str, payload: dict[str, Any]) -> None:
         logger.error("task %s failed in %s: %s", node, took, _unwrapped(payload.get("error")))
     elif name == "task_skipped":
         logger.warning("task %s skipped: upstream %s failed", node, payload.get("upstream"))
+    elif name == "fanout_expanded":
+        logger.info("%s expanded into %s task(s)", node, payload.get("count"))
 
 
 def _unwrapped(error: object) -> str:
@@ -232,7 +272,8 @@ class RunProgress:
     runs (a task that runs a flow or a task directly, say) are ignored.
 
     The tasks known when the run starts come with its ``flow_started`` event; tasks that
-    dynamic fan-outs create are added as they start.
+    dynamic fan-outs create are added when the fan-out expands (``fanout_expanded``), so
+    the total is right before they start.
 
     Args:
         flow_name: The flow about to run.
@@ -286,6 +327,10 @@ class RunProgress:
             return
         if name == "flow_completed":
             self._end = time.perf_counter()
+            return
+        if name == "fanout_expanded":
+            for node, task in payload.get("nodes", ()):
+                self._records.setdefault(node, TaskRecord(node, task))
             return
         node = str(payload.get("node"))
         record = self._records.get(node)
@@ -433,7 +478,13 @@ def summary_rows(
     left_out = Counter(str(r.status) for r in records)
     left_out.subtract(str(r.status) for r in shown)
     rows = [
-        [r.node, str(r.status), str(r.attempts), format_duration(r.duration_ms), _yes(r.cached)]
+        [
+            safe_text(r.node),
+            str(r.status),
+            str(r.attempts),
+            format_duration(r.duration_ms),
+            _yes(r.cached),
+        ]
         for r in shown
     ]
     return rows, {status: n for status, n in left_out.items() if n > 0}
@@ -453,6 +504,7 @@ def print_summary(
 ) -> None:
     """Print the summary table: with ``rich`` on ``console``, else as plain text on ``stream``."""
     rows, left_out = summary_rows(records)
+    title = safe_text(title)
     if console is not None:
         _print_rich_summary(console, title, rows, left_out)
         return
@@ -477,17 +529,18 @@ _STYLES = {
 def _print_rich_summary(
     console: Console, title: str, rows: list[list[str]], left_out: dict[str, int]
 ) -> None:
-    from rich.table import Table  # optional extra (auto-workflow[cli])
+    from rich.markup import escape  # optional extra (auto-workflow[cli])
+    from rich.table import Table
 
     table = Table()
     for header in HEADERS:
         table.add_column(header, justify="right" if header in ("attempts", "duration") else "left")
     for row in rows:
         status = row[1]
-        table.add_row(row[0], f"[{_STYLES.get(status, '')}]{status}[/]", *row[2:])
+        table.add_row(escape(row[0]), f"[{_STYLES.get(status, '')}]{status}[/]", *row[2:])
     if left_out:
         table.caption = _left_out_line(left_out)
-    console.print(title, style="bold", highlight=False)
+    console.print(escape(title), style="bold", highlight=False)
     console.print(table)
 
 
@@ -523,7 +576,7 @@ class _LiveView:
         ended = snap.done + snap.failed + snap.skipped
         head = Text.assemble(
             ("flow ", "bold"),
-            (snap.flow, "bold cyan"),
+            (safe_text(snap.flow), "bold cyan"),
             f"  {format_duration(snap.elapsed * 1000)}  ",
             (f"done {snap.done}", "green"),
             f" · running {len(snap.running)} · ",
@@ -531,7 +584,7 @@ class _LiveView:
             f" · skipped {snap.skipped} · total {snap.total}",
         )
         bar = ProgressBar(total=max(snap.total, 1), completed=ended, width=50)
-        return Group(head, bar, Text(_running_line(snap.running), style="dim"))
+        return Group(head, bar, Text(safe_text(_running_line(snap.running)), style="dim"))
 
 
 def _running_line(running: tuple[str, ...]) -> str:
@@ -557,3 +610,111 @@ def live_display(progress: RunProgress, console: Console | None) -> Iterator[Non
     view = _LiveView(progress)
     with Live(view, console=console, refresh_per_second=8, transient=True):
         yield
+
+
+# -- results and failures --------------------------------------------------------------------
+
+RESULT_MAX_CHARS = 100_000
+"""Longest result text printed; a longer one is replaced by a marked placeholder."""
+FAILURE_LINES = 20
+"""Most distinct failures a failure summary lists; the rest are counted."""
+NODES_SHOWN = 3
+"""Node ids named per distinct failure."""
+FAILURE_TEXT_CHARS = 300
+"""Longest error text in a failure summary line."""
+
+
+def _size(value: object) -> str:
+    """``", 12 characters"`` / ``", 3 items"`` / ``", 4,000 bits"``, or ``""``."""
+    if isinstance(value, str):
+        return f", {len(value):,} characters"
+    if isinstance(value, bytes | bytearray):
+        return f", {len(value):,} bytes"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f", {value.bit_length():,} bits"
+    try:
+        return f", {len(value):,} items"  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - no usable len(): no size shown
+        return ""
+
+
+def _placeholder(value: object, why: str) -> str:
+    kind = type(value)
+    size = _size(value)
+    return f"<result not shown: {kind.__module__}.{kind.__qualname__}{size}; {why}>"
+
+
+def _bounded_repr(value: object) -> str:
+    """``repr(value)``, escaped, or a marked placeholder when it raises or is too long."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - the user's __repr__, or an int too large
+        return _placeholder(
+            value, f"its repr raised {type(exc).__name__}: {safe_text(str(exc))[:200]}"
+        )
+    if len(text) > RESULT_MAX_CHARS:
+        return _placeholder(value, f"its repr is {len(text):,} characters long")
+    return safe_text(text)
+
+
+def result_text(
+    result: object, *, as_json: bool, default: Callable[[object], object]
+) -> tuple[str, str | None]:
+    """The text a run prints for ``result``, and a note for stderr (or ``None``).
+
+    JSON when it can be (``default`` converts errors), else the result's ``repr``; either
+    one bounded to :data:`RESULT_MAX_CHARS`: a longer or unprintable result is a marked
+    placeholder naming its type and size. With ``as_json`` the text is always JSON: a result
+    that is not JSON becomes ``{"not_json": true, "type": ..., "repr": ...}`` and the note
+    says so.
+    """
+    try:
+        text = json.dumps(result, indent=2, allow_nan=False, default=default)
+    except (TypeError, ValueError, RecursionError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        if len(text) <= RESULT_MAX_CHARS:
+            return text, None
+        placeholder = _placeholder(result, f"it is {len(text):,} characters as JSON")
+        return (json.dumps(placeholder) if as_json else placeholder), None
+    shown = _bounded_repr(result)
+    if not as_json:
+        return shown, None
+    kind = type(result)
+    wrapped = {"not_json": True, "type": f"{kind.__module__}.{kind.__qualname__}", "repr": shown}
+    note = f'the result is not JSON ({safe_text(why)[:200]}); printed as {{"not_json": true, ...}}'
+    return json.dumps(wrapped, indent=2), note
+
+
+def failure_summary(headline: str, groups: list[tuple[str, list[str]]], skipped: int) -> str:
+    """The lines that end a failed run: one per distinct failure, at most :data:`FAILURE_LINES`.
+
+    Args:
+        headline: ``flow 'x' failed``.
+        groups: ``(error text, node ids)`` per distinct failure, in the order they happened.
+        skipped: How many downstream tasks were skipped.
+    """
+    failed = sum(max(1, len(nodes)) for _, nodes in groups)
+    tail = f"; {skipped} downstream task(s) skipped" if skipped else ""
+    if not groups:
+        return safe_text(f"{headline}: tasks were skipped{tail}")
+    if failed == 1:
+        return safe_text(f"{headline}: {groups[0][0]}{tail}")
+    ways = f", {len(groups)} distinct failures" if len(groups) > 1 else ", all the same way"
+    lines = [safe_text(f"{headline}: {failed} tasks failed{ways}{tail}")]
+    for text, nodes in groups[:FAILURE_LINES]:
+        lines.append("  " + safe_text(_failure_line(text, nodes)))
+    if len(groups) > FAILURE_LINES:
+        rest = groups[FAILURE_LINES:]
+        tasks = sum(max(1, len(nodes)) for _, nodes in rest)
+        lines.append(f"  and {len(rest)} more distinct failure(s) ({tasks} task(s))")
+    return "\n".join(lines)
+
+
+def _failure_line(text: str, nodes: list[str]) -> str:
+    if len(text) > FAILURE_TEXT_CHARS:
+        text = text[: FAILURE_TEXT_CHARS - 1] + "…"
+    if not nodes:
+        return text
+    shown = ", ".join(nodes[:NODES_SHOWN]) + (", ..." if len(nodes) > NODES_SHOWN else "")
+    return f"{len(nodes)} x {text} [{shown}]"

@@ -673,6 +673,7 @@ class Flow(Generic[R]):
 
     async def _traced(self, request: _Request, plugins: Plugins, session: Session) -> Any:
         run_id = session.spec.run_id
+        plugins.faults.bind(self.name, run_id)  # before the flow span: it may report a fault
         run = self._build_and_run(request, plugins, session)
         if plugins.tracer is None:
             return (await run)[0]
@@ -755,6 +756,7 @@ async def _run_graph(
         journal=session.journal,
         checkpoints=checkpoints,
         fetch=fetch,
+        output=out,
     )
     try:
         await _observe_flow(calls, runner)
@@ -871,9 +873,43 @@ def flow(
                 f"flow {getattr(f, '__name__', f)!r}: the flow body must be a plain function; "
                 "it only wires tasks together (the tasks themselves may be async)"
             )
+        _check_run_keywords(f, name or f.__name__)
         return Flow(f, name or f.__name__, durable)
 
     return wrap(fn) if fn is not None else wrap
+
+
+RUN_KEYWORDS = frozenset(
+    {
+        "params",
+        "failure_policy",
+        "max_concurrency",
+        "result_cache",
+        "artifact_store",
+        "run_id",
+        "durable",
+        "history",
+        "executor",
+    }
+)
+"""The keywords of ``Flow.run``: a flow parameter of one of these names could never be
+passed by keyword (``run`` would take it), so ``@flow`` refuses it."""
+
+
+def _check_run_keywords(fn: Callable[..., Any], name: str) -> None:
+    """Raise TypeError if a parameter of the flow body is named like a ``run()`` keyword."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    clash = [p.name for p in parameters if p.kind in named and p.name in RUN_KEYWORDS]
+    if clash:
+        raise TypeError(
+            f"flow {name!r}: parameter(s) {', '.join(map(repr, clash))} have the name of a "
+            f"keyword of flow.run() ({', '.join(sorted(RUN_KEYWORDS))}), so they could "
+            "never be passed by keyword; rename them (run parameters go in params=...)"
+        )
 
 
 def fan_out(

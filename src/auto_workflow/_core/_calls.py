@@ -115,40 +115,6 @@ def _copy_error(err: TaskExecutionError) -> TaskExecutionError:
     return twin
 
 
-def _wants(metrics: object, name: str) -> bool:
-    """Whether ``metrics`` takes metric ``name``: its ``wants(name)`` says, or else yes."""
-    wants = getattr(metrics, "wants", None)
-    if wants is None:
-        return True
-    try:
-        return bool(wants(name))
-    except Exception:
-        logger.exception("metrics provider %r failed on wants(%r)", metrics, name)
-        return False
-
-
-def _task_done_of(metrics: object) -> Callable[[str, str, float], None] | None:
-    """The provider's own ``task_done``, if its class has one that is at least as specific
-    as its ``inc`` and ``observe``: a subclass that overrides those two (to forward them,
-    say) expects to be called through them, and a mock's made-up attribute is not a method.
-    """
-    cls = type(metrics)
-    owner = _owner(cls, "task_done")
-    if owner is None:
-        return None
-    for name in ("inc", "observe"):
-        other = _owner(cls, name)
-        if other is not None and not issubclass(owner, other):
-            return None
-    method: Callable[[str, str, float], None] = getattr(metrics, "task_done")  # noqa: B009
-    return method
-
-
-def _owner(cls: type, name: str) -> type | None:
-    """The class in ``cls``'s MRO that defines ``name``."""
-    return next((c for c in cls.__mro__ if name in vars(c)), None)
-
-
 _TAKES_TTL: dict[type, bool] = {}
 
 
@@ -203,12 +169,15 @@ class CallRunner:
         produced the value. A final failure raises TaskExecutionError (or a subclass).
         The method is chosen once per run, so metrics cost nothing when there are none.
         """
+        plugins.faults.bind(base.flow_name, base.run_id)
         self._task_done: Callable[[str, str, float], None] = self._report_task
-        if plugins.metrics is not None:
+        metrics = plugins.metrics
+        if metrics is not None:
             # One call per finished task: the provider's own task_done if it has one (the
             # in-memory default does: no keyword dicts per task), else inc + observe.
-            self._task_done = _task_done_of(plugins.metrics) or self._report_task
-            gauged = _wants(plugins.metrics, "tasks_running")
+            self._task_done = plugins.task_done or self._report_task
+            wants = getattr(metrics, "wants", None)
+            gauged = wants is None or wants("tasks_running")  # a guarded wants never raises
             self.call = self._call_gauged if gauged else self._call_metered
 
     def close(self) -> None:
@@ -584,6 +553,7 @@ class CallRunner:
             call.kwargs,
             self.plugins.events,
             payload,
+            self.plugins.faults,
         )
         tracer = self.plugins.tracer
         if tracer is None:

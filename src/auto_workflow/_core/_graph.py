@@ -13,13 +13,19 @@ a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot
 * the heap is ordered by (-priority, build order); a node whose fan-out group is at its
   ``max_concurrency`` waits in that group's own heap and re-enters the main heap when a
   sibling finishes;
-* a node ends exactly once: ``DONE``, ``FAILED`` or ``SKIPPED``.
+* a node ends exactly once: ``DONE``, ``FAILED`` or ``SKIPPED``;
+* with ``keep`` given, a result is released (its slot holds :data:`RELEASED`) as soon as
+  its last consumer has started (:meth:`RunState.started`), or when it is done if it has
+  none, unless its node is in ``keep`` (the flow's outputs): each node counts the
+  consumers it still waits for, so releasing is O(degree) too. A fan-out's children are
+  consumed by their barrier when it ends with their list; a failed or skipped node's
+  position is never released (the failure policy reads it).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -28,7 +34,16 @@ from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError, Plac
 if TYPE_CHECKING:
     from auto_workflow._core._model import TaskOptions
 
-__all__ = ["Graph", "Group", "Node", "Placeholder", "RunState", "iter_placeholders", "resolve"]
+__all__ = [
+    "RELEASED",
+    "Graph",
+    "Group",
+    "Node",
+    "Placeholder",
+    "RunState",
+    "iter_placeholders",
+    "resolve",
+]
 
 # Heap keys pack (-priority, index) into one int: ints compare faster than tuples.
 _INDEX_BITS: Final = 40
@@ -41,6 +56,19 @@ DONE: Final = 3
 FAILED: Final = 4
 SKIPPED: Final = 5
 _ENDED: Final = (DONE, FAILED, SKIPPED)
+
+
+class _Released:
+    """The type of :data:`RELEASED`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<released result>"
+
+
+RELEASED: Final = _Released()
+"""What a result's slot holds once nothing in the run needs the result any more."""
 
 _CONTAINERS: Final = (list, tuple, dict, set, frozenset)
 _ATOMS: Final = frozenset({int, float, str, bytes, bool, type(None)})
@@ -268,14 +296,14 @@ class Graph:
         return out
 
     def to_dot(self) -> str:
-        """The graph in Graphviz DOT."""
-        lines = [f"digraph {json.dumps(self.name)} {{", "  rankdir=LR;"]
+        """The graph in Graphviz DOT (UTF-8 text: non-ASCII names stay as they are)."""
+        lines = [f"digraph {_dot_text(self.name)} {{", "  rankdir=LR;"]
         for node in self.nodes:
             shape = "diamond" if node.is_barrier else "box"
             label = node.display_name if node.is_barrier else node.id
-            lines.append(f"  {json.dumps(node.id)} [label={json.dumps(label)}, shape={shape}];")
+            lines.append(f"  {_dot_text(node.id)} [label={_dot_text(label)}, shape={shape}];")
         for src, targets in self.adjacency().items():
-            lines.extend(f"  {json.dumps(src)} -> {json.dumps(t)};" for t in targets)
+            lines.extend(f"  {_dot_text(src)} -> {_dot_text(t)};" for t in targets)
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -295,12 +323,24 @@ class Graph:
         return "\n".join(lines) + "\n"
 
 
+_DOT_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _dot_text(text: str) -> str:
+    """``text`` as a quoted DOT string: backslash and quote escaped, a newline as DOT's
+    ``\\n`` line break, other control characters dropped; non-ASCII kept (DOT is UTF-8)."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    text = text.replace("\r\n", "\n").replace("\n", "\\n")
+    return '"' + _DOT_CONTROL.sub("", text) + '"'
+
+
 def _mermaid_text(text: str) -> str:
-    """``text`` safe inside a quoted Mermaid label (quotes and markup as entity codes)."""
+    """``text`` safe inside a quoted Mermaid label (quotes, markup and control characters
+    as entity codes; non-ASCII kept)."""
     pairs = (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("`", "#96;"))
     for char, code in pairs:
         text = text.replace(char, code)
-    return text
+    return _DOT_CONTROL.sub(lambda m: f"#{ord(m.group())};", text)
 
 
 class Placeholder:
@@ -487,8 +527,10 @@ class RunState:
     """The state of one run of a graph. Synchronous and loop-free; see the module docstring."""
 
     __slots__ = (
+        "_consumers",
         "_dependents",
         "_heap",
+        "_keep",
         "_remaining",
         "_status",
         "graph",
@@ -497,11 +539,20 @@ class RunState:
         "unfinished",
     )
 
-    def __init__(self, graph: Graph, *, max_dynamic_tasks: int = 100_000) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        max_dynamic_tasks: int = 100_000,
+        keep: Iterable[int] | None = None,
+    ) -> None:
+        """``keep``: the nodes whose results must outlive the run (the flow's outputs);
+        every other result is released once consumed. ``None``: keep every result."""
         nodes = graph.nodes
         n = len(nodes)
         self.graph = graph
         self.max_dynamic_tasks = max_dynamic_tasks
+        self._keep: frozenset[int] | None = None if keep is None else frozenset(keep)
         self.results: list[Any] = [None] * n
         self.unfinished = n
         self._status = bytearray(n)
@@ -523,6 +574,8 @@ class RunState:
             ) from None
         if not backwards:
             _check_orderable(graph)
+        self._consumers = [len(d) for d in dependents]
+        """Per node: how many of its dependants have not started yet."""
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -565,7 +618,7 @@ class RunState:
             out.append(node)
         return out
 
-    def _release(self, node: Node) -> None:
+    def _leave_group(self, node: Node) -> None:
         group = node.group
         if group is not None and not node.is_barrier:
             group.running -= 1
@@ -574,7 +627,7 @@ class RunState:
 
     def done(self, node: Node, value: Any) -> None:
         """Record ``node``'s result; dependents whose last dependency this was become ready."""
-        self._release(node)
+        self._leave_group(node)
         self._end(node.index, DONE, value)
         stack = [node.index]
         nodes, remaining, status = self.graph.nodes, self._remaining, self._status
@@ -586,16 +639,46 @@ class RunState:
                 child = nodes[d]
                 if child.children is not None:  # an expanded barrier whose children all ended
                     self._end(d, DONE, self.barrier_value(child))
+                    self._consume_children(child)
+                    if not self._consumers[d]:
+                        self._release(d)
                     stack.append(d)
                 else:
                     self._push(child)
+        if self._keep is not None and not self._consumers[node.index]:
+            self._release(node.index)
+
+    def started(self, node: Node) -> None:
+        """``node`` has its arguments (a barrier: its source's items): the results it
+        consumed are released if it was their last consumer (see the module docstring)."""
+        if self._keep is None:
+            return
+        consumers = self._consumers
+        for d in node.deps:
+            consumers[d] -= 1
+            if not consumers[d]:
+                self._release(d)
+
+    def _consume_children(self, barrier: Node) -> None:
+        """The barrier holds its children's results in its list: their slots can go."""
+        if self._keep is None or barrier.children is None:
+            return
+        first, count = barrier.children
+        for index in range(first, first + count):
+            self._consumers[index] = 0
+            self._release(index)
+
+    def _release(self, index: int) -> None:
+        keep = self._keep
+        if keep is not None and index not in keep and self._status[index] == DONE:
+            self.results[index] = RELEASED
 
     def fail(self, node: Node, error: BaseException) -> list[Node]:
         """Record ``node``'s failure; return every not-yet-ended descendant, now skipped.
 
         The caller decides what a skipped node's result holds (see :meth:`skip_result`).
         """
-        self._release(node)
+        self._leave_group(node)
         self._end(node.index, FAILED, error)
         return self._skip_descendants(node.index)
 
@@ -647,6 +730,7 @@ class RunState:
         self.results.extend([None] * count)
         self._status.extend(bytes(count))
         self._remaining.extend([0] * count)
+        self._consumers.extend([1] * count)  # each child is consumed by its barrier
         self._dependents.extend([barrier.index] for _ in range(count))
         self.unfinished += count
         barrier.children = (first, count)

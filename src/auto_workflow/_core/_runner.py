@@ -18,9 +18,11 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from auto_workflow._core._graph import SKIPPED, Graph, Node, RunState, resolve
+from auto_workflow._core._calls import CallRunner, call_with_events
+from auto_workflow._core._graph import SKIPPED, Graph, Node, RunState, iter_placeholders, resolve
+from auto_workflow._core._journal import Checkpoints, Expansions, RunJournal
 from auto_workflow._core._model import FailurePolicy
 from auto_workflow._execution._placement import Remote, localize
 from auto_workflow.exceptions import (
@@ -29,11 +31,6 @@ from auto_workflow.exceptions import (
     TaskExecutionError,
     UpstreamFailedError,
 )
-
-if TYPE_CHECKING:
-    pass
-from auto_workflow._core._calls import CallRunner, call_with_events
-from auto_workflow._core._journal import Checkpoints, Expansions, RunJournal
 
 __all__ = ["FlowRunner", "text_fan_out_hint"]
 
@@ -61,8 +58,12 @@ class FlowRunner:
         journal: RunJournal | None = None,
         checkpoints: Checkpoints | None = None,
         fetch: Callable[[Any], Awaitable[Any]] | None = None,
+        output: Any = None,
     ) -> None:
-        self.state = RunState(graph, max_dynamic_tasks=max_dynamic_tasks)
+        """``output``: the flow body's return value; the results it holds are kept to the
+        end, every other result is released once its last consumer has started."""
+        keep = [graph.own(p) for p in iter_placeholders(output)]
+        self.state = RunState(graph, max_dynamic_tasks=max_dynamic_tasks, keep=keep)
         self.journal = journal
         self.checkpoints = checkpoints
         self._fetch = fetch
@@ -164,6 +165,7 @@ class FlowRunner:
         if node.needs_resolve:
             args = resolve(args, results)
             kwargs = resolve(kwargs, results)
+        self.state.started(node)
         self._in_task += 1
         try:
             value = await self._call(node, args, kwargs)
@@ -194,6 +196,7 @@ class FlowRunner:
         if node.needs_resolve:
             args = resolve(args, results)
             kwargs = resolve(kwargs, results)
+        self.state.started(node)
         self._in_task += 1
         if journal is not None:
             journal.task_started(node, time.time())
@@ -243,6 +246,7 @@ class FlowRunner:
         hit = self.checkpoints.load(key)
         if hit is None:
             return False
+        self.state.started(node)  # its arguments are not needed: it will not run
         now = time.time()
         if self.journal is not None:
             self.journal.task_started(node, now)
@@ -280,6 +284,7 @@ class FlowRunner:
 
     async def _expand(self, node: Node) -> None:
         source = self.state.results[node.deps[0]]
+        self.state.started(node)
         if isinstance(source, Remote):  # a result left on a cluster: the items are needed here
             source = await localize(source)
         try:
@@ -297,7 +302,12 @@ class FlowRunner:
         if self.journal is not None:
             self.journal.expanded(node, first, len(items))
             self.journal.task_ended(node, "succeeded", 1, time.time(), None, False)
-        self.state.expand(node, items)
+        children = self.state.expand(node, items)
+        events = self._events
+        if events is not None and events.wants("fanout_expanded"):
+            payload = self.calls.payload(node.task, node.id, count=len(children))
+            payload["nodes"] = [(child.id, child.task.name) for child in children]
+            events.emit("fanout_expanded", payload)
 
     def _fill_skipped_barriers(self) -> None:
         """A fan-out whose child failed shows its partial list, errors in place."""

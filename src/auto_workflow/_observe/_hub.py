@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import threading
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from auto_workflow._core._model import require_methods
 __all__ = [
     "EventBus",
     "EventCallback",
+    "Events",
+    "FaultReporter",
     "InMemoryMetrics",
     "MetricsProvider",
     "Middleware",
@@ -33,6 +36,21 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class FaultReporter(Protocol):
+    """Where a run reports a plugin that raised (``_observe._guard.PluginFaults``)."""
+
+    def report(self, kind: str, plugin: object, hook: str, exc: BaseException) -> None: ...
+
+
+class Events(Protocol):
+    """What the engine needs of an event bus: ``wants(name)`` and ``emit(name, payload)``."""
+
+    def wants(self, name: str) -> bool: ...
+
+    def emit(self, name: str, payload: dict[str, Any]) -> None: ...
+
 
 Middleware = Callable[..., Awaitable[Any]]
 """``async def mw(next_call, task_def, args, kwargs)`` that must ``await next_call()``."""
@@ -160,11 +178,13 @@ class EventBus:
 
     The payload delivered holds the event's name under ``"event"``. Subscriptions are an
     immutable snapshot replaced on change, so a callback may (un)subscribe while an event
-    is being delivered.
+    is being delivered; changes are made under a lock, so threads subscribing at once
+    never lose one another's subscriptions (delivery reads the snapshot without it).
     """
 
     def __init__(self) -> None:
         self._subs: dict[str, tuple[tuple[EventCallback, bool], ...]] = {}
+        self._lock = threading.Lock()
 
     def subscribe(self, name: str, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback`` on each ``name`` event; returns an unsubscriber.
@@ -176,7 +196,8 @@ class EventBus:
             single = takes_payload_only(callback)
         except TypeError as exc:
             raise TypeError(f"subscribe({name!r}, ...): {exc}") from None
-        self._subs = {**self._subs, name: (*self._subs.get(name, ()), (callback, single))}
+        with self._lock:
+            self._subs = {**self._subs, name: (*self._subs.get(name, ()), (callback, single))}
 
         def remove() -> None:
             self.unsubscribe(name, callback)
@@ -185,13 +206,22 @@ class EventBus:
 
     def unsubscribe(self, name: str, callback: EventCallback) -> bool:
         """Remove one subscription of ``callback`` to ``name``; ``True`` if there was one."""
-        current = list(self._subs.get(name, ()))
-        for index, (cb, _) in enumerate(current):
-            if cb is callback or cb == callback:
-                del current[index]
-                self._subs = {**self._subs, name: tuple(current)}
-                return True
+        with self._lock:
+            current = list(self._subs.get(name, ()))
+            for index, (cb, _) in enumerate(current):
+                if cb is callback or cb == callback:
+                    del current[index]
+                    self._subs = {**self._subs, name: tuple(current)}
+                    return True
         return False
+
+    def subscriptions(self, name: str) -> tuple[tuple[EventCallback, bool], ...]:
+        """The ``(callback, takes payload only)`` pairs subscribed to ``name`` now."""
+        return self._subs.get(name, ())
+
+    def count(self) -> int:
+        """How many subscriptions there are, over every event name."""
+        return sum(len(subs) for subs in self._subs.values())
 
     def wants(self, name: str) -> bool:
         """True if anyone listens to ``name`` (lets callers skip building payloads)."""
@@ -220,7 +250,8 @@ class EventBus:
 
     def clear(self) -> None:
         """Remove every subscriber."""
-        self._subs = {}
+        with self._lock:
+            self._subs = {}
 
 
 # -- middleware --------------------------------------------------------------------------
@@ -263,27 +294,28 @@ def chain_middleware(
     task: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    events: EventBus,
+    events: Events,
     payload: Callable[[], dict[str, Any]],
+    faults: FaultReporter,
 ) -> Callable[[], Awaitable[Any]]:
     """Compose ``middleware`` around ``innermost``; the first registered is outermost.
 
     A middleware that raises before it calls ``next_call()`` or after it returned is
     skipped for this call: the rest of the chain runs (or its result is kept), the error is
-    logged once and sent as a ``middleware_error`` event (``payload()`` plus
-    ``middleware`` and ``error``). An error raised after ``next_call()`` failed is the
-    task's failure and propagates.
+    sent as a ``middleware_error`` event (``payload()`` plus ``middleware`` and ``error``)
+    and reported to ``faults`` (a warning and a ``plugin_error`` event once per run). An
+    error raised after ``next_call()`` failed is the task's failure and propagates.
     """
     call = innermost
     for mw in reversed(middleware):
-        call = _Step(mw, call, task, args, kwargs, events, payload)
+        call = _Step(mw, call, task, args, kwargs, events, payload, faults)
     return call
 
 
 class _Step:
     """One middleware around the rest of the chain (see :func:`chain_middleware`)."""
 
-    __slots__ = ("args", "events", "inner", "kwargs", "mw", "payload", "task")
+    __slots__ = ("args", "events", "faults", "inner", "kwargs", "mw", "payload", "task")
 
     def __init__(
         self,
@@ -292,12 +324,13 @@ class _Step:
         task: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        events: EventBus,
+        events: Events,
         payload: Callable[[], dict[str, Any]],
+        faults: FaultReporter,
     ) -> None:
         self.mw, self.inner, self.task = mw, inner, task
         self.args, self.kwargs = args, kwargs
-        self.events, self.payload = events, payload
+        self.events, self.payload, self.faults = events, payload, faults
 
     async def __call__(self) -> Any:
         inner = _Inner(self.inner)
@@ -306,22 +339,15 @@ class _Step:
         except Exception as exc:
             if inner.called and inner.failed:
                 raise  # the task's own failure (or one a middleware made of it)
-            self._report(exc)
+            self._report(exc, "after next_call()" if inner.called else "before next_call()")
             if inner.called:
                 return inner.value  # it failed after the rest of the chain succeeded
             return await self.inner()
 
-    def _report(self, exc: Exception) -> None:
+    def _report(self, exc: Exception, hook: str) -> None:
         name = middleware_name(self.mw)
         task_name = getattr(self.task, "name", repr(self.task))
-        logger.warning(
-            "middleware %s failed on task %r (%s: %s); this call goes on without it",
-            name,
-            task_name,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
+        self.faults.report("middleware", self.mw, f"{hook} on task {task_name!r}", exc)
         if self.events.wants("middleware_error"):
             extra = {"middleware": name, "error": repr(exc)}
             self.events.emit("middleware_error", {**self.payload(), **extra})
