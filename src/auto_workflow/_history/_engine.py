@@ -192,6 +192,10 @@ class SqliteHistory:
 ITEMISED = 1000
 """Rows per task name in one run before its further plain successes are only counted."""
 
+UPFRONT = 5000
+"""A graph with at most this many nodes when built is declared whole when the run starts
+(a live view shows what is still waiting) and its build-time nodes are all itemised."""
+
 _SUMMARY_BASE = 1 << 40
 """Build indexes of summary rows (above any real node's)."""
 
@@ -201,15 +205,17 @@ _PLAIN = frozenset({"succeeded", "cached"})
 class _Journal:
     """One run's journal: node events become ops on the writer's queue.
 
-    A node is declared when it first shows up (started, skipped, or a barrier expanded), so
-    nodes that never started are not recorded. In a run that is not durable, once a task
-    name has :data:`ITEMISED` rows, its further calls that succeed at the first attempt are
+    A graph of at most :data:`UPFRONT` nodes is declared whole at the start, so a live view
+    shows what still waits. In a larger graph a node is declared when it first shows up
+    (started, skipped, or a barrier expanded), so nodes that never started are not recorded.
+    In a run that is not durable, once a task name has :data:`ITEMISED` rows, its further calls that succeed at the first attempt are
     counted into one summary row per (task, status) instead of a row each: failures,
     retries, skips and cancellations always get their own row. A 100,000-call fan-out then
     costs the history a thousand rows, not a hundred thousand.
     """
 
     __slots__ = (
+        "_declared_upto",
         "_durable",
         "_expansions",
         "_graph",
@@ -233,13 +239,20 @@ class _Journal:
         self._rows: dict[str, int] = {}
         self._quiet: dict[int, float] = {}
         self._summary: dict[tuple[str, str], list[float]] = {}
+        built = len(graph.nodes)
+        self._declared_upto = built if built <= UPFRONT else 0
+        if self._declared_upto:
+            decls = _declarations(graph, 0, built)
+            self._writer.nodes_declared_lazily(run_id, decls)
 
     def _declare(self, node: Node) -> None:
+        if node.index < self._declared_upto:
+            return  # declared with the whole graph
         origin = self._expansions.origin(node.index)
         self._writer.nodes_declared_lazily(self._run_id, _declaration(self._graph, node, origin))
 
     def task_started(self, node: Node, at: float) -> None:
-        if not self._durable and not node.is_barrier:
+        if not self._durable and not node.is_barrier and node.index >= self._declared_upto:
             name = node.task.name
             seen = self._rows.get(name, 0)
             if seen >= ITEMISED:
@@ -316,6 +329,12 @@ class _Journal:
             writer.nodes_declared(run_id, (decl,))
             writer.task_started(run_id, index, first)
             writer.task_ended(run_id, index, _TASK_STATUS[status], 1, last, None, False)
+
+
+def _declarations(graph: Graph, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
+    """Build-time nodes' declarations, made on the writer thread when it gets to them."""
+    for node in graph.nodes[start:stop]:  # a snapshot: the list only ever grows
+        yield from _declaration(graph, node, None)
 
 
 def _declaration(
