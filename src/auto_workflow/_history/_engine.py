@@ -208,8 +208,9 @@ class _Journal:
     A graph of at most :data:`UPFRONT` nodes is declared whole at the start, so a live view
     shows what still waits. In a larger graph a node is declared when it first shows up
     (started, skipped, or a barrier expanded), so nodes that never started are not recorded.
-    In a run that is not durable, once a task name has :data:`ITEMISED` rows, its further calls that succeed at the first attempt are
-    counted into one summary row per (task, status) instead of a row each: failures,
+    In a run that is not durable, once a task name has :data:`ITEMISED` rows, its further
+    calls that succeed at the first attempt are counted into one summary row per (task,
+    status) instead of a row each: failures,
     retries, skips and cancellations always get their own row. A 100,000-call fan-out then
     costs the history a thousand rows, not a hundred thousand.
     """
