@@ -40,7 +40,8 @@ def test_a_large_run_itemises_the_first_calls_and_counts_the_rest(
     assert all(t.error is not None for t in run.tasks if t.status.value == "failed")
     summary = [t for t in run.tasks if t.kind == "summary"]
     assert [(s.task, s.status.value, s.item) for s in summary] == [("check", "succeeded", 87)]
-    assert summary[0].node == "check \u00d787"
+    assert summary[0].node == "check \u00d787 (counted, not itemised)"
+    assert summary[0].fanout == "fanout:1"
     itemised = [t for t in run.tasks if t.kind == "task" and t.task == "check"]
     assert len(itemised) == 10 + 3  # the first ten (one failed), then the later failures
 

@@ -239,7 +239,7 @@ class _Journal:
         self._retries: dict[int, tuple[int, float]] = {}
         self._rows: dict[str, int] = {}
         self._quiet: dict[int, float] = {}
-        self._summary: dict[tuple[str, str], list[float]] = {}
+        self._summary: dict[tuple[str, str, str | None], list[float]] = {}
         built = len(graph.nodes)
         self._declared_upto = built if built <= UPFRONT else 0
         if self._declared_upto:
@@ -276,7 +276,8 @@ class _Journal:
         started = self._quiet.pop(node.index, None) if self._quiet else None
         if started is not None:
             if status in _PLAIN and retry is None and error is None and attempts <= 1:
-                self._count(node.task.name, status, started, at)
+                origin = self._expansions.origin(node.index)
+                self._count(node.task.name, status, origin, started, at)
                 return
             self._declare(node)  # an unusual outcome of a quiet call: itemised after all
             self._writer.task_started(self._run_id, node.index, started)
@@ -288,10 +289,13 @@ class _Journal:
         state = _TASK_STATUS[status]
         self._writer.task_ended(self._run_id, node.index, state, attempts, at, record, checkpoint)
 
-    def _count(self, name: str, status: str, started: float, ended: float) -> None:
-        entry = self._summary.get((name, status))
+    def _count(
+        self, name: str, status: str, origin: tuple[Node, int] | None, started: float, ended: float
+    ) -> None:
+        fanout = None if origin is None else origin[0].id
+        entry = self._summary.get((name, status, fanout))
         if entry is None:
-            self._summary[(name, status)] = [1.0, started, ended]
+            self._summary[(name, status, fanout)] = [1.0, started, ended]
             return
         entry[0] += 1
         entry[1] = min(entry[1], started)
@@ -323,10 +327,13 @@ class _Journal:
 
     def _write_summary(self) -> None:
         writer, run_id = self._writer, self._run_id
-        for offset, ((name, status), (count, first, last)) in enumerate(self._summary.items()):
+        for offset, (key, (count, first, last)) in enumerate(self._summary.items()):
+            name, status, fanout = key
             index = _SUMMARY_BASE + offset
             calls = int(count)
-            decl = (index, f"{name} \u00d7{calls}", name, "summary", (), None, calls)
+            node_id = f"{name} \u00d7{calls} (counted, not itemised)"
+            upstream = () if fanout is None else (fanout,)
+            decl = (index, node_id, name, "summary", upstream, fanout, calls)
             writer.nodes_declared(run_id, (decl,))
             writer.task_started(run_id, index, first)
             writer.task_ended(run_id, index, _TASK_STATUS[status], 1, last, None, False)

@@ -97,7 +97,15 @@
       return s === "running" && T.s[i] === null ? "waiting" : s;
     }
     function nameOf(i) { return S[T.name[i]]; }
+    // A summary row stands for T.w[i] successful calls that were counted, not itemised.
+    function weightOf(i) { return T.w[String(i)] || 1; }
+    function weightOfAll(list) {
+      var n = 0;
+      list.forEach(function (i) { n += weightOf(i); });
+      return n;
+    }
     function labelOf(i) {
+      if (T.w[String(i)]) return nodeIdOf(i);
       var it = T.it[i];
       return it === null || it === undefined ? nameOf(i) : nameOf(i) + "[" + it + "]";
     }
@@ -117,7 +125,7 @@
     var busyTotal = 0;
     // A summary row stands for many successful calls that were not itemised (T.w: how many).
     tasks.forEach(function (i) {
-      counts[statusOf(i)] += T.w[String(i)] || 1;
+      counts[statusOf(i)] += weightOf(i);
       busyTotal += T.busy[i];
     });
 
@@ -184,7 +192,7 @@
     }
     function renderTotals() {
       var box = document.getElementById("totals");
-      box.appendChild(tile(tasks.length.toLocaleString("en-US"), "tasks", "#111827", null));
+      box.appendChild(tile(weightOfAll(tasks).toLocaleString("en-US"), "tasks", "#111827", null));
       STATUS.forEach(function (s) {
         if (counts[s] || s === "succeeded" || s === "failed") {
           box.appendChild(tile(counts[s].toLocaleString("en-US"), s, COLOR[s], s));
@@ -307,7 +315,7 @@
 
     function groupCounts(list) {
       var c = {};
-      list.forEach(function (i) { var s = statusOf(i); c[s] = (c[s] || 0) + 1; });
+      list.forEach(function (i) { var s = statusOf(i); c[s] = (c[s] || 0) + weightOf(i); });
       return c;
     }
     function mainStatus(c) {
@@ -353,12 +361,12 @@
     }
     function groupItem(g) {
       var list = members[g], c = groupCounts(list);
-      var label = S[GN[g][1]] + " ×" + list.length.toLocaleString("en-US");
+      var label = S[GN[g][1]] + " ×" + weightOfAll(list).toLocaleString("en-US");
       var sub = breakdownText(c) || "no calls";
       var crit = list.some(function (i) { return critical[i]; }) || (GN[g][2] >= 0 && critical[GN[g][2]] === 1);
       var w = Math.max(textWidth(label, 12.5), textWidth(sub, 11)) + 28;
       return { key: "g" + g, g: g, task: null, label: label, sub: sub, status: mainStatus(c),
-        counts: c, crit: crit, retried: list.some(retried), total: list.length,
+        counts: c, crit: crit, retried: list.some(retried), total: weightOfAll(list),
         width: Math.min(Math.max(w, 120), 320), height: 58 };
     }
     function itemKeysFor(g, keyOf) {
@@ -488,7 +496,7 @@
     function showGroupPanel(g) {
       var panel = document.getElementById("graph-panel"), list = members[g], c = groupCounts(list);
       panel.textContent = "";
-      add(panel, el("h3", null, S[GN[g][1]] + " ×" + list.length.toLocaleString("en-US")),
+      add(panel, el("h3", null, S[GN[g][1]] + " ×" + weightOfAll(list).toLocaleString("en-US")),
         el("div", "count", GN[g][0] === 1 ? "dynamic fan-out" : "all calls of this task"));
       var bar = el("div", "bar");
       ORDER.forEach(function (s) {
