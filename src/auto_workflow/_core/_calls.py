@@ -427,40 +427,19 @@ class CallRunner:
     async def _attempts(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int]:
-        if self.journal is not None and task.options.retries:
-            # Only a task that may retry has attempts worth recording one by one: a single
-            # attempt's times and error are its task row's.
-            return await self._journaled_attempts(task, node, args, kwargs)
         opts = task.options
         total = opts.retries + 1
+        # Only a task that may retry has attempts worth journaling one by one: a single
+        # attempt's times and error are its task row's.
+        journal = self.journal if opts.retries else None
         attempt = 1
         while True:
+            started = _attempt_began(journal, node, attempt)
             try:
                 return await self._attempt(task, node, attempt, args, kwargs), attempt
             except Exception as exc:
-                if attempt >= total or isinstance(exc, SerializationError):
-                    raise self._final_error(task, exc, attempt) from exc
-                self._on_retry(task, node, attempt, exc)
-                await asyncio.sleep(_backoff(opts.retry_backoff, opts.retry_jitter, attempt))
-                attempt += 1
-
-    async def _journaled_attempts(
-        self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, int]:
-        """:meth:`_attempts` that also tells the run's journal when each attempt ran."""
-        journal = self.journal
-        assert journal is not None
-        opts = task.options
-        total = opts.retries + 1
-        attempt = 1
-        while True:
-            started = time.time()
-            if attempt > 1:
-                journal.attempt_started(node, attempt, started)
-            try:
-                return await self._attempt(task, node, attempt, args, kwargs), attempt
-            except Exception as exc:
-                journal.attempt_failed(node, attempt, started, time.time(), exc)
+                if journal is not None:
+                    journal.attempt_failed(node, attempt, started, time.time(), exc)
                 if attempt >= total or isinstance(exc, SerializationError):
                     raise self._final_error(task, exc, attempt) from exc
                 self._on_retry(task, node, attempt, exc)
@@ -605,6 +584,16 @@ async def _timed(
 
 def _node_id(node: Any) -> str:
     return node if isinstance(node, str) else str(node.id)
+
+
+def _attempt_began(journal: RunJournal | None, node: Any, attempt: int) -> float:
+    """When an attempt began, told to the journal for a retry (0.0 with no journal)."""
+    if journal is None:
+        return 0.0
+    started = time.time()
+    if attempt > 1:
+        journal.attempt_started(node, attempt, started)
+    return started
 
 
 def _backoff(base: float, jitter: float, attempt: int) -> float:
