@@ -26,7 +26,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from auto_workflow._observe._hub import EventBus, InMemoryMetrics, MetricsProvider, Tracer
+from auto_workflow._observe._hub import (
+    EventBus,
+    InMemoryMetrics,
+    MetricsProvider,
+    Tracer,
+    deliver,
+)
 
 __all__ = [
     "GuardedMetrics",
@@ -113,17 +119,11 @@ class RunEvents:
     def emit(self, name: str, payload: dict[str, Any]) -> None:
         """Deliver one event; a raising subscriber is reported, never propagated."""
         subs = self.bus.subscriptions(name)
-        if not subs:
-            return
-        payload["event"] = name
-        for callback, single in subs:
-            try:
-                if single:
-                    callback(payload)
-                else:
-                    callback(name, payload)
-            except Exception as exc:  # noqa: BLE001 - a plugin boundary: reported
-                self.faults.report("event subscriber", callback, f"{name!r} event", exc)
+        if subs:
+            deliver(subs, name, payload, self._report)
+
+    def _report(self, callback: Callable[..., Any], name: str, exc: Exception) -> None:
+        self.faults.report("event subscriber", callback, f"{name!r} event", exc)
 
 
 def own_task_done(metrics: object) -> Callable[[str, str, float], None] | None:

@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from auto_workflow._core._model import require_methods
@@ -27,10 +27,12 @@ __all__ = [
     "MetricsProvider",
     "Middleware",
     "NullTracer",
+    "Subscription",
     "Tracer",
     "chain_middleware",
     "check_metrics",
     "check_tracer",
+    "deliver",
     "middleware_name",
     "takes_payload_only",
 ]
@@ -236,17 +238,8 @@ class EventBus:
         ``payload`` gets the key ``"event"`` (the name) when anyone listens.
         """
         subs = self._subs.get(name)
-        if not subs:
-            return
-        payload["event"] = name
-        for callback, single in subs:
-            try:
-                if single:
-                    callback(payload)
-                else:
-                    callback(name, payload)
-            except Exception:
-                logger.exception("event subscriber %r failed on %r", callback, name)
+        if subs:
+            deliver(subs, name, payload, _log_subscriber_error)
 
     def clear(self) -> None:
         """Remove every subscriber."""
@@ -374,3 +367,30 @@ def check_metrics(provider: object, what: str = "a metrics provider") -> Metrics
         {"inc": "inc(name, value, **labels)", "observe": "observe(name, value, **labels)"},
     )
     return provider  # type: ignore[return-value]
+
+
+Subscription = tuple[Callable[..., Any], bool]
+"""A subscriber and whether it takes the payload alone (else ``(name, payload)``)."""
+
+
+def deliver(
+    subs: Iterable[Subscription],
+    name: str,
+    payload: dict[str, Any],
+    on_error: Callable[[Callable[..., Any], str, Exception], None],
+) -> None:
+    """Call each subscriber with ``payload`` (which gets ``"event": name``); a raising one
+    goes to ``on_error(callback, name, exc)`` and the others still get the event."""
+    payload["event"] = name
+    for callback, single in subs:
+        try:
+            if single:
+                callback(payload)
+            else:
+                callback(name, payload)
+        except Exception as exc:  # noqa: BLE001 - a plugin boundary: on_error reports it
+            on_error(callback, name, exc)
+
+
+def _log_subscriber_error(callback: Callable[..., Any], name: str, exc: Exception) -> None:
+    logger.error("event subscriber %r failed on %r", callback, name, exc_info=exc)
