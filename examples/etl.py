@@ -83,24 +83,27 @@ def load(rows: list[dict[str, Any] | None], database: str) -> int:
 
 
 @task
-def summarise(loaded: int, database: str) -> dict[str, Any]:
-    """Totals per currency, read back from the database."""
+def summarise(loaded: int, database: str, scratch: bool = False) -> dict[str, Any]:
+    """Totals per currency, read back from the database (removed after if it was scratch)."""
     with sqlite3.connect(database) as conn:
         per_currency = dict(
             conn.execute("SELECT currency, ROUND(SUM(amount), 2) FROM orders GROUP BY currency")
         )
     conn.close()
+    if scratch:
+        Path(database).unlink(missing_ok=True)
     return {"loaded": loaded, "per_currency": per_currency}
 
 
 @flow
 def etl(rows: int = 50, database: str | None = None) -> dict[str, Any]:
     """Extract -> clean every row (dynamic fan-out) -> load (retried) -> summarise."""
+    scratch = database is None  # a database of its own, removed once summarised
     if database is None:
         database = str(Path(tempfile.gettempdir()) / f"aw_etl_{get_context().run_id}.db")
     cleaned = fan_out(clean, extract(rows))
     loaded = load(cleaned, database)
-    return summarise(loaded, database)
+    return summarise(loaded, database, scratch)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -12,17 +13,24 @@ from typing import Any
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_etl_example_runs_as_a_script() -> None:
+def test_etl_example_runs_as_a_script_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    temp, work = tmp_path / "tmp", tmp_path / "work"
+    temp.mkdir()
+    work.mkdir()
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / "etl.py")],
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
+        cwd=work,
+        env={**os.environ, "TMPDIR": str(temp)},
     )
     summary = json.loads(out.stdout)
     assert summary["loaded"] > 0
     assert set(summary["per_currency"]) <= {"EUR", "USD"}
+    assert list(temp.iterdir()) == []  # its scratch database is gone
+    assert list(work.iterdir()) == []
 
 
 def test_etl_example_loads_every_valid_row_after_a_retry(tmp_path: Path) -> None:
