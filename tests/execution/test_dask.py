@@ -691,10 +691,12 @@ def test_a_chain_of_100_mb_values_never_comes_through_the_client(real_cluster: s
     with _peak_rss_growth() as growth:
         assert _chain.run(executor=executor) == 100 * _MB
     assert growth[0] < 250, f"the client's RSS grew by {growth[0]:.0f} MB"
-    # The measurement can fail: the same data through the client grows it well past that.
+    # The measurement can fail: the same data through the client grows it by at least the
+    # two 100 MB values alive at once (earlier ones are released as the chain moves on).
     with _peak_rss_growth() as through:
         assert _chain_through_the_client.run(executor=executor) == 100 * _MB
-    assert through[0] > 250, f"through the client: {through[0]:.0f} MB"
+    assert through[0] > 150, f"through the client: {through[0]:.0f} MB"
+    assert through[0] > 4 * growth[0], (growth[0], through[0])
 
 
 def test_executor_arguments_are_checked() -> None:
