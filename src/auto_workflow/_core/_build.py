@@ -661,7 +661,7 @@ class Flow(Generic[R]):
             durable=durable,
             options={"failure_policy": request.policy.value, "max_concurrency": request.limit},
         )
-        return Session.open(spec, config, request.history)
+        return Session.open(spec, config, request.history, named=request.run_id is not None)
 
     async def _run(self, request: _Request, plugins: Plugins) -> Any:
         session = self._session(request)

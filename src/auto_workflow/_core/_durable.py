@@ -90,12 +90,16 @@ class Session:
     started: float = field(default_factory=time.time)
 
     @classmethod
-    def open(cls, spec: RunSpec, config: Config, wanted: bool | None) -> Session:
-        """A session for ``spec``: the installed history if it is on, else none."""
+    def open(cls, spec: RunSpec, config: Config, wanted: bool | None, named: bool) -> Session:
+        """A session for ``spec``: the installed history if it is on, else none.
+
+        ``named``: the caller chose the run id, so the history may already hold it (a
+        fresh id cannot be there: nothing is looked up, nothing waits for the writer).
+        """
         on = config.history != "off" if wanted is None else bool(wanted)
         history = installed_history() if on else None
         session = cls(spec=spec, history=history)
-        if history is not None:
+        if history is not None and named:
             session.prior = session._lookup()
             session._check_prior()
         elif spec.durable:
@@ -143,8 +147,10 @@ class Session:
         """Check a resumed graph's shape; open the journal and the checkpoints."""
         if self.history is None:
             return
-        lines = graph_signature(graph)
-        if self.prior is not None:
+        # Only a durable run can be resumed, so only its shape is ever compared: a plain
+        # run of 100,000 nodes does not pay for 100,000 shape lines.
+        lines = graph_signature(graph) if self.spec.durable else None
+        if self.prior is not None and lines is not None:
             _check_shape(self.spec, self.prior, lines)
         try:
             self.journal, self.checkpoints = self.history.begin(

@@ -118,19 +118,10 @@ class SqliteHistory:
         self.checkpoint_root = checkpoint_dir(path)
         self.writer = HistoryWriter(path, WriterOptions(retention=retention))
         self.store = HistoryStore(path)
-        self._active = 0
-        self._lock = threading.Lock()
-
-    def started(self) -> None:
-        """A run began recording here."""
-        with self._lock:
-            self._active += 1
 
     def ended(self) -> None:
         """A run's end was queued: commit it before the run returns. The writer thread
         stays for a moment (the next run reuses it and its open file), then exits idle."""
-        with self._lock:
-            self._active -= 1
         self.writer.flush(_FINAL_FLUSH)
 
     def lookup(self, run_id: str) -> PriorRun | None:
@@ -163,9 +154,12 @@ class SqliteHistory:
         write_report(record, path)
 
     def begin(
-        self, spec: RunSpec, graph: Graph, shape: list[str], resumed: bool
+        self, spec: RunSpec, graph: Graph, shape: list[str] | None, resumed: bool
     ) -> tuple[_Journal, RunCheckpoints | None]:
-        """Record the run's start and its nodes; open a durable run's checkpoints."""
+        """Record the run's start and its nodes; open a durable run's checkpoints.
+
+        ``shape``: the graph's shape lines, given for a durable run (the only kind that
+        can be resumed, so the only one whose shape is recorded)."""
         self.writer.run_started(
             spec.run_id,
             flow=spec.flow,
@@ -177,15 +171,14 @@ class SqliteHistory:
             pid=os.getpid(),
             started_at=time.time(),
             durable=spec.durable,
-            graph_signature=signature_digest(shape),
+            graph_signature=None if shape is None else signature_digest(shape),
         )
-        self.started()
         journal = _Journal(self, spec.run_id, graph, spec.durable)
         checkpoints = None
         if spec.durable:
             checkpoints = RunCheckpoints(self.checkpoint_root, spec.run_id)
             if not resumed:
-                checkpoints.save_call(spec, shape)
+                checkpoints.save_call(spec, shape or [])
         return journal, checkpoints
 
 
