@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from auto_workflow import fan_out, flow, task
@@ -79,3 +81,57 @@ def test_a_secret_handed_out_by_secret_is_never_recorded_in_clear(
     recorded = repr(run)
     assert "hunter2-s3cret" not in recorded
     assert "postgresql://etl:***@db/warehouse" in recorded
+
+
+def test_deleting_runs_removes_their_checkpoints_and_only_theirs(isolated_history: Path) -> None:
+    import os
+    import time
+
+    from auto_workflow.history import delete_runs
+
+    @task
+    def one() -> int:
+        return 1
+
+    @flow(durable=True)
+    def kept() -> int:
+        return one()
+
+    kept.run(run_id="old-run")
+    kept.run(run_id="new-run")
+    root = isolated_history.parent / "checkpoints"
+    old, new = root / "old-run", root / "new-run"
+    assert old.is_dir()
+    assert new.is_dir()
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    os.utime(new, (an_hour_ago, an_hour_ago))
+    assert delete_runs(keep_last=1) == 1  # the older of the flow's two runs
+    assert not old.exists()
+    assert new.is_dir()
+    assert get_run("new-run").status is RunStatus.SUCCEEDED
+
+
+def test_retention_removes_the_checkpoints_of_the_runs_it_deletes(isolated_history: Path) -> None:
+    import os
+    import time
+
+    from auto_workflow._history._store import HistoryStore
+
+    @task
+    def one() -> int:
+        return 1
+
+    @flow(durable=True)
+    def nightly_once() -> int:
+        return one()
+
+    for run_id in ("r-1", "r-2", "r-3"):
+        nightly_once.run(run_id=run_id)
+    root = isolated_history.parent / "checkpoints"
+    two_hours_ago = time.time() - 7200
+    for run_id in ("r-1", "r-2", "r-3"):
+        os.utime(root / run_id, (two_hours_ago, two_hours_ago))
+    store = HistoryStore(isolated_history)
+    assert store.apply_retention(keep_last=1, min_interval=0) == 2
+    assert sorted(p.name for p in root.iterdir()) == ["r-3"]

@@ -8,11 +8,9 @@ writes this process has queued are committed.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 from auto_workflow._core._config import get_config, parse_duration
-from auto_workflow._history._checkpoints import delete_checkpoints
 from auto_workflow._history._engine import SqliteHistory, history_for
 from auto_workflow._history._records import RunRecord, RunStatus, RunSummary
 from auto_workflow._history._report import write_report as _write_record
@@ -78,22 +76,7 @@ def delete_runs(
     seconds = _seconds(older_than)
     if seconds is None and keep_last is None:
         raise ValueError("delete_runs needs older_than, keep_last or both")
-    history = _history()
-    doomed = _doomed_ids(history, seconds, flow)
-    count = history.store.delete_runs(older_than=seconds, keep_last=keep_last, flow=flow)
-    for run_id in doomed:
-        if history.store.find_run(run_id) is None:
-            delete_checkpoints(history.checkpoint_root, run_id)
-    return count
-
-
-def _doomed_ids(history: SqliteHistory, seconds: float | None, flow: str | None) -> list[str]:
-    """Ids of the runs a delete may remove (checked again after it)."""
-    runs = history.store.list_runs(flow=flow, limit=1_000_000)
-    if seconds is None:
-        return [r.run_id for r in runs]
-    cutoff = time.time() - seconds
-    return [r.run_id for r in runs if r.started_at < cutoff]
+    return _history().store.delete_runs(older_than=seconds, keep_last=keep_last, flow=flow)
 
 
 def _seconds(value: float | str | dt.timedelta | None) -> float | None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import struct
 import threading
 import zlib
@@ -46,7 +45,7 @@ import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 from auto_workflow._core._journal import RunSpec
 from auto_workflow._history._paths import ensure_private_dir
 
-__all__ = ["CALL_KEY", "LOG_NAME", "SHAPE_KEY", "RunCheckpoints", "delete_checkpoints"]
+__all__ = ["CALL_KEY", "LOG_NAME", "SHAPE_KEY", "RunCheckpoints"]
 
 logger = logging.getLogger("auto_workflow.history")
 
@@ -221,8 +220,3 @@ def _record_at(data: bytes, offset: int) -> tuple[str, int, int, int] | None:
     if zlib.adler32(view[value_start : value_start + value_len], zlib.adler32(key)) != check:
         return None
     return key.decode("utf-8", "surrogatepass"), value_start, value_len, codec
-
-
-def delete_checkpoints(root: Path, run_id: str) -> None:
-    """Remove a run's checkpoint directory (missing is fine)."""
-    shutil.rmtree(Path(root) / run_id, ignore_errors=True)

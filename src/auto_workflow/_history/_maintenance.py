@@ -15,6 +15,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auto_workflow._history._liveness import Liveness, is_alive, this_host
+from auto_workflow._history._paths import checkpoint_dir
 from auto_workflow._history._schema import encode_counts, task_counts, write_transaction
 
 __all__ = ["apply_retention", "delete_where", "keep_last_clause", "sweep_crashed"]
@@ -132,4 +135,36 @@ def apply_retention(
     sweep_crashed(conn)
     cutoff = time.time() - max_age_days * 86_400
     ranked, ranked_params = keep_last_clause(keep_last)
-    return delete_where(conn, f"started_at < ? OR {ranked}", (cutoff, *ranked_params))
+    deleted = delete_where(conn, f"started_at < ? OR {ranked}", (cutoff, *ranked_params))
+    if deleted:
+        prune_checkpoints(conn, path, min_age=_RECENT)
+    return deleted
+
+
+_RECENT = 3600.0
+"""A checkpoint directory younger than this may belong to a run whose row another process
+has not committed yet: retention leaves it alone."""
+
+
+def prune_checkpoints(conn: sqlite3.Connection, history_path: Path, *, min_age: float) -> int:
+    """Remove the checkpoint directories of runs the history no longer holds.
+
+    Directories modified less than ``min_age`` seconds ago are kept (a durable run just
+    started elsewhere may not have its row committed yet).
+
+    Returns:
+        How many directories were removed.
+    """
+    try:
+        entries = list(os.scandir(checkpoint_dir(history_path)))
+    except OSError:
+        return 0
+    cutoff = time.time() - min_age
+    removed = 0
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False) or entry.stat().st_mtime > cutoff:
+            continue
+        if conn.execute("SELECT 1 FROM runs WHERE id = ?", (entry.name,)).fetchone() is None:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed

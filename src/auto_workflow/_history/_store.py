@@ -35,6 +35,7 @@ from auto_workflow._history._maintenance import (
     apply_retention,
     delete_where,
     keep_last_clause,
+    prune_checkpoints,
     sweep_crashed,
 )
 from auto_workflow._history._records import (
@@ -66,6 +67,11 @@ _TASK_COLUMNS = (
 )
 _ATTEMPT_COLUMNS = "idx, number, started_at, ended_at, error_type, error_message, error_traceback"
 _SHOWN_CANDIDATES = 10
+
+
+_JUST_NOW = 60.0
+"""An explicit delete leaves a checkpoint directory younger than this (a run just started
+elsewhere whose row is not committed yet); retention removes it later."""
 
 
 def _error(type_: str | None, message: str | None, traceback: str | None) -> ErrorRecord | None:
@@ -248,7 +254,10 @@ class HistoryStore:
             if conn is None:
                 return 0
             sweep_crashed(conn)
-            return delete_where(conn, where, params)
+            deleted = delete_where(conn, where, params)
+            if deleted:  # the checkpoints of the runs just deleted go with them
+                prune_checkpoints(conn, self._path, min_age=_JUST_NOW)
+            return deleted
 
     def apply_retention(
         self, max_age_days: float = 30, keep_last: int = 1000, *, min_interval: float = 600.0
