@@ -16,7 +16,17 @@ from contextlib import ExitStack
 from typing import Any
 
 import _harness
-from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, Params, spin
+from _work import (
+    LAYER_MODULO,
+    SLEEP_SECONDS,
+    THREAD_CONCURRENCY,
+    TINY_PROCESS_WORKERS,
+    Params,
+    big_chain_summary,
+    bump,
+    link,
+    spin,
+)
 
 
 async def inc(x: int) -> int:
@@ -139,6 +149,29 @@ def _process(p: Params, stack: ExitStack) -> Callable[[], Any]:
     return program
 
 
+def _process_tiny(p: Params, stack: ExitStack) -> Callable[[], Any]:
+    pool = stack.enter_context(ProcessPoolExecutor(TINY_PROCESS_WORKERS))
+    list(pool.map(bump, range(TINY_PROCESS_WORKERS)))  # warm-up outside the timed region
+
+    def program() -> list[int]:
+        return list(pool.map(bump, range(p.n)))
+
+    return program
+
+
+def _big_chain(p: Params, _: ExitStack) -> Callable[[], Any]:
+    """Plain function calls: each value dropped as soon as the next one exists."""
+
+    def program() -> tuple[int, int]:
+        value = None
+        for i in range(p.n):
+            value = link(value, i)
+        assert value is not None
+        return big_chain_summary(value)
+
+    return program
+
+
 CASES: dict[str, _harness.Prepare] = {
     "wide": _wide,
     "cache": _wide,  # the same program: the cache case's result is wide's
@@ -148,6 +181,8 @@ CASES: dict[str, _harness.Prepare] = {
     "layered": _layered,
     "thread_sleep": _thread_sleep,
     "process": _process,
+    "process_tiny": _process_tiny,
+    "big_chain": _big_chain,
 }
 
 if __name__ == "__main__":

@@ -13,7 +13,16 @@ from functools import partial
 from typing import Any
 
 import _harness
-from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, Params, spin
+from _work import (
+    LAYER_MODULO,
+    SLEEP_SECONDS,
+    THREAD_CONCURRENCY,
+    Params,
+    big_chain_summary,
+    bump,
+    link,
+    spin,
+)
 from auto_workflow import fan_out, flow, task
 from auto_workflow._core import _build, _calls, _runner
 from auto_workflow._core._calls import _bounded
@@ -60,6 +69,8 @@ def nap(i: int) -> int:
 # Wraps the shared module-level function rather than decorating one here, so that this side
 # and the raw ProcessPoolExecutor ship the very same function (pickled by reference).
 spin_task = task(run_in="process")(spin)
+bump_task = task(run_in="process")(bump)
+link_task = task(name="link")(link)
 
 
 @flow
@@ -101,6 +112,19 @@ def naps(n: int) -> list[int]:
 @flow
 def spins(n: int, work: int) -> list[int]:
     return fan_out(spin_task, [work] * n)
+
+
+@flow
+def bumps(n: int) -> list[int]:
+    return fan_out(bump_task, range(n))
+
+
+@flow
+def big_chain(n: int) -> bytes:
+    value = None
+    for i in range(n):
+        value = link_task(value, i)
+    return value
 
 
 def _wide(p: Params, _: ExitStack) -> Callable[[], Any]:
@@ -169,6 +193,20 @@ def _process(p: Params, _: ExitStack) -> Callable[[], Any]:
     return partial(spins.run, p.n, p.work)
 
 
+def _process_tiny(p: Params, _: ExitStack) -> Callable[[], Any]:
+    # The pool's size comes from the environment run.py sets (TINY_PROCESS_WORKERS); the
+    # warm-up starts every worker outside the timed region, as on the baseline's side.
+    bumps.run(os.cpu_count() or 1)
+    return partial(bumps.run, p.n)
+
+
+def _big_chain(p: Params, _: ExitStack) -> Callable[[], Any]:
+    def program() -> tuple[int, int]:
+        return big_chain_summary(big_chain.run(p.n))
+
+    return program
+
+
 CASES: dict[str, _harness.Prepare] = {
     "wide": _wide,
     "wide/bare": _wide_bare,
@@ -179,6 +217,8 @@ CASES: dict[str, _harness.Prepare] = {
     "layered": _layered,
     "thread_sleep": _thread_sleep,
     "process": _process,
+    "process_tiny": _process_tiny,
+    "big_chain": _big_chain,
 }
 
 if __name__ == "__main__":

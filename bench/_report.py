@@ -6,13 +6,19 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from _work import SLEEP_SECONDS, THREAD_CONCURRENCY
+from _work import BIG_CHAIN_MB, SLEEP_SECONDS, THREAD_CONCURRENCY, TINY_PROCESS_WORKERS
 
 OVERHEAD_CASES = ("wide", "chain", "dynamic", "layered")
 """Trivial tasks: what is measured is the cost per task (µs), ours against asyncio."""
 
-WALL_CASES = ("thread_sleep", "process")
+WALL_CASES = ("thread_sleep", "process", "process_tiny")
 """Real work off the loop: what is measured is wall seconds, ours against the baseline."""
+
+LATENCY_CASES = ("chain", "layered")
+"""Shapes where each task waits for the last: the engine's done -> ready -> start path."""
+
+MEMORY_CASES = ("big_chain",)
+"""Large results: what is measured is peak RSS, ours against plain function calls."""
 
 CACHE_CASES = ("cache",)
 """Every call a memory-cache hit: measured against the same graph with the task running."""
@@ -25,6 +31,12 @@ MAX_RSS_RATIO = 1.5
 RSS_TARGET_N = 100_000
 MAX_THREAD_SLEEP_SECONDS = 0.12
 MAX_PROCESS_RATIO = 1.05
+MAX_LATENCY_RATIO = 1.0
+WIDE_BIG_N = 1_000_000
+MAX_WIDE_BIG_RATIO = 0.35
+MAX_WIDE_BIG_RSS_MB = 350.0
+MAX_TINY_PROCESS_RATIO = 1.2
+MAX_BIG_CHAIN_RSS_MB = 150.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +108,13 @@ def render(outcomes: Mapping[Job, Outcome], *, work: int, header: str) -> tuple[
     rows = _rows(outcomes, failures)
     overhead = [r for r in rows if r.case in OVERHEAD_CASES]
     wall = [r for r in rows if r.case in WALL_CASES]
+    memory = [r for r in rows if r.case in MEMORY_CASES]
     cached = _pairs(rows, outcomes, CACHE_CASES, "uncached")
     bare = _pairs(rows, outcomes, ("wide",), "bare")
     verdicts = _verdicts(overhead, wall, cached, failures)
     verdicts.insert(3, _seams_verdict(bare))
+    verdicts[1:1] = [_latency_verdict(overhead), _wide_big_verdict(overhead)]
+    verdicts.append(_memory_verdict(memory))
     parts = [header]
     if overhead:
         parts += ["", "Per-task overhead (trivial async tasks)", _overhead_table(overhead)]
@@ -109,6 +124,9 @@ def render(outcomes: Mapping[Job, Outcome], *, work: int, header: str) -> tuple[
     if wall:
         parts += ["", "Wall clock (real work in threads / processes)", _wall_table(wall)]
         parts += _wall_notes(wall, work)
+    if memory:
+        title = f"A chain of large results (each a fresh {BIG_CHAIN_MB} MB) against plain calls"
+        parts += ["", title, _memory_table(memory)]
     if bare:
         title = "Unused seams (events, middleware, tracing) against a build without them"
         parts += ["", title, _bare_table(bare)]
@@ -201,6 +219,22 @@ def _wall_table(rows: list[Row]) -> str:
     return _table(headers, body)
 
 
+def _memory_table(rows: list[Row]) -> str:
+    headers = ["links", "ours s", "plain s", "ours RSS MB", "plain RSS MB", "RSS ratio"]
+    body = [
+        [
+            str(r.n),
+            f"{r.ours.seconds:.3f}",
+            f"{r.base.seconds:.3f}",
+            f"{r.ours.rss_mb:.1f}",
+            f"{r.base.rss_mb:.1f}",
+            f"{r.rss_ratio:.2f}",
+        ]
+        for r in rows
+    ]
+    return _table(headers, body)
+
+
 def _pairs(
     rows: list[Row], outcomes: Mapping[Job, Outcome], cases: tuple[str, ...], impl: str
 ) -> list[tuple[Row, Measurement]]:
@@ -251,6 +285,12 @@ def _wall_notes(rows: list[Row], work: int) -> list[str]:
             f"ThreadPoolExecutor({THREAD_CONCURRENCY}) default executor + "
             f"Semaphore({THREAD_CONCURRENCY})."
         )
+    if any(r.case == "process_tiny" for r in rows):
+        notes.append(
+            f'  process_tiny: x + 1 per call, run_in="process" on {TINY_PROCESS_WORKERS} '
+            f"workers; baseline\n  ProcessPoolExecutor({TINY_PROCESS_WORKERS}).map. Both "
+            "pools warmed before timing."
+        )
     if any(r.case == "process" for r in rows):
         notes.append(
             f"  process: pure-Python loop of {work:,} iterations per call (~0.2 s here);\n"
@@ -279,6 +319,8 @@ def _size_label(size: str) -> str:
 
 
 def _short(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
@@ -293,7 +335,8 @@ def _verdicts(
 ) -> list[Verdict]:
     broken = {j.case for j, _ in failures}
     verdicts = [_overhead_verdict(overhead), _flatness_verdict(overhead), _rss_verdict(overhead)]
-    verdicts += [_thread_verdict(wall), _process_verdict(wall), _cache_verdict(cached)]
+    verdicts += [_thread_verdict(wall), _process_verdict(wall), _tiny_process_verdict(wall)]
+    verdicts.append(_cache_verdict(cached))
     if broken:
         note = f"runs failed: {', '.join(sorted(broken))} (see below)"
         verdicts.append(Verdict("every run completed with the right result", False, note))
@@ -307,6 +350,38 @@ def _overhead_verdict(rows: list[Row]) -> Verdict:
     worst = max(rows, key=lambda r: r.ratio)
     detail = f"worst {worst.ratio:.2f}x ({worst.case} {_size_label(worst.size)})"
     return Verdict(target, worst.ratio <= MAX_OVERHEAD_RATIO, detail)
+
+
+def _latency_verdict(rows: list[Row]) -> Verdict:
+    target = f"chain and layered <= {MAX_LATENCY_RATIO:g}x asyncio per task, every size"
+    mine = [r for r in rows if r.case in LATENCY_CASES]
+    if not mine:
+        return Verdict(target, None, "not measured")
+    detail = ", ".join(f"{r.case} {_size_label(r.size)} {r.ratio:.2f}x" for r in mine)
+    return Verdict(target, all(r.ratio <= MAX_LATENCY_RATIO for r in mine), detail)
+
+
+def _wide_big_verdict(rows: list[Row]) -> Verdict:
+    target = (
+        f"wide {_short(WIDE_BIG_N)}: <= {MAX_WIDE_BIG_RATIO:g}x asyncio and "
+        f"<= {MAX_WIDE_BIG_RSS_MB:g} MB peak RSS"
+    )
+    row = next((r for r in rows if r.case == "wide" and r.n >= WIDE_BIG_N), None)
+    if row is None:
+        return Verdict(target, None, "not measured")
+    met = row.ratio <= MAX_WIDE_BIG_RATIO and row.ours.rss_mb <= MAX_WIDE_BIG_RSS_MB
+    detail = f"{row.ratio:.2f}x, {row.ours.rss_mb:.0f} MB (asyncio {row.base.rss_mb:.0f} MB)"
+    return Verdict(target, met, detail)
+
+
+def _memory_verdict(rows: list[Row]) -> Verdict:
+    target = f"a chain of {BIG_CHAIN_MB} MB results peaks <= {MAX_BIG_CHAIN_RSS_MB:g} MB RSS"
+    if not rows:
+        return Verdict(target, None, "not measured")
+    detail = ", ".join(
+        f"{r.n} links: {r.ours.rss_mb:.0f} MB (plain calls {r.base.rss_mb:.0f} MB)" for r in rows
+    )
+    return Verdict(target, all(r.ours.rss_mb <= MAX_BIG_CHAIN_RSS_MB for r in rows), detail)
 
 
 def _flatness_verdict(rows: list[Row]) -> Verdict:
@@ -352,6 +427,14 @@ def _thread_verdict(rows: list[Row]) -> Verdict:
 def _process_verdict(rows: list[Row]) -> Verdict:
     target = f"process wall within {MAX_PROCESS_RATIO - 1:.0%} of a raw ProcessPoolExecutor"
     return _wall_verdict(rows, "process", target, lambda r: r.ratio <= MAX_PROCESS_RATIO)
+
+
+def _tiny_process_verdict(rows: list[Row]) -> Verdict:
+    target = (
+        f"process_tiny <= {MAX_TINY_PROCESS_RATIO:g}x a raw "
+        f"ProcessPoolExecutor({TINY_PROCESS_WORKERS}).map"
+    )
+    return _wall_verdict(rows, "process_tiny", target, lambda r: r.ratio <= MAX_TINY_PROCESS_RATIO)
 
 
 def _wall_verdict(rows: list[Row], case: str, target: str, ok: Callable[[Row], bool]) -> Verdict:

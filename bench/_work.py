@@ -18,6 +18,12 @@ THREAD_CONCURRENCY = 32
 LAYER_MODULO = 1009
 """``layered`` nodes return ``(a + b) % LAYER_MODULO`` so the ints stay small."""
 
+TINY_PROCESS_WORKERS = 2
+"""Worker processes on both sides of ``process_tiny`` (the baseline's ProcessPoolExecutor(2))."""
+
+BIG_CHAIN_MB = 20
+"""Each link of ``big_chain`` returns a fresh value of this many MB."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Params:
@@ -50,6 +56,23 @@ def spin(iterations: int) -> int:
     return total
 
 
+def bump(x: int) -> int:
+    """The tiny call of ``process_tiny``: shipping it costs far more than running it."""
+    return x + 1
+
+
+def link(previous: bytes | None, i: int) -> bytes:
+    """One link of ``big_chain``: a fresh BIG_CHAIN_MB value, its pages really written
+    (``bytes(n)`` would stay untouched calloc memory and never show in the RSS)."""
+    return bytes([i % 256]) * (BIG_CHAIN_MB << 20)
+
+
+def big_chain_summary(value: bytes) -> tuple[int, int]:
+    """What both sides of ``big_chain`` return: the last value's length and first byte
+    (the value itself is 20 MB: its repr would dwarf what is measured)."""
+    return len(value), value[0]
+
+
 def _sum_of_squares(k: int) -> int:
     return (k - 1) * k * (2 * k - 1) // 6
 
@@ -73,4 +96,8 @@ def reference(case: str, p: Params) -> Any:
         return list(range(p.n))
     if case == "process":
         return [_sum_of_squares(p.work)] * p.n
+    if case == "process_tiny":
+        return list(range(1, p.n + 1))
+    if case == "big_chain":
+        return (BIG_CHAIN_MB << 20, (p.n - 1) % 256)
     raise ValueError(f"unknown case {case!r}")

@@ -4,6 +4,11 @@ Every (case, size, implementation) runs in a fresh interpreter (``bench/_ours.py
 ``bench/_baseline.py``), so each peak-RSS figure belongs to one case. The report goes to
 stdout and to ``bench/results/latest.txt``; see ``bench/README.md`` for cases and targets.
 
+The children run with the run history off (``AUTO_WORKFLOW_HISTORY=off``, every other
+``AUTO_WORKFLOW_*`` variable removed): these are the engine's figures, and a benchmark
+must not write into the developer's own history. ``bench/history.py`` measures what the
+history adds.
+
 Options: ``--quick`` (smallest size of each case), ``--cases wide,chain``, ``--sizes
 1k,10k,10x100`` and ``--check`` (exit 1 if a target is missed; otherwise always exit 0).
 """
@@ -30,22 +35,30 @@ from _report import (
     render,
     size_n,
 )
-from _work import spin
+from _work import TINY_PROCESS_WORKERS, spin
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.txt"
 
 DEFAULT_SIZES: dict[str, tuple[str, ...]] = {
-    "wide": ("1000", "10000", "100000"),
-    "chain": ("1000", "10000"),
+    "wide": ("1000", "10000", "100000", "1000000"),
+    "chain": ("1000", "10000", "100000"),
     "dynamic": ("1000", "10000", "100000"),
-    "layered": ("10x100", "100x100", "100x1000"),
+    "layered": ("10x50", "20x50", "10x100", "100x100", "50x200", "100x1000"),
     "thread_sleep": ("64",),
     "process": ("16",),
+    "process_tiny": ("2000",),
+    "big_chain": ("50",),
     "cache": ("10000",),
 }
 SCALABLE = frozenset(OVERHEAD_CASES)
 """Cases whose size ``--sizes`` sets; the wall-clock cases have fixed sizes."""
+
+CHILD_ENV = {"AUTO_WORKFLOW_HISTORY": "off"}
+"""Set in every child: engine figures, without the history's fixed cost per run."""
+
+CASE_ENV = {"process_tiny": {"AUTO_WORKFLOW_PROCESS_POOL_MAX_WORKERS": str(TINY_PROCESS_WORKERS)}}
+"""Set in the children of one case only."""
 
 SCRIPTS = {
     "ours": "_ours.py",
@@ -157,21 +170,37 @@ def _impls(case: str) -> tuple[str, ...]:
     return ("ours", "asyncio", *extra)
 
 
-def _reps(size: str) -> int:
+def _reps(job: Job) -> int:
     # Small sizes finish in milliseconds, where one scheduler hiccup is a large share:
     # more repetitions there, and the best is kept.
-    n = size_n(size)
-    return 9 if n <= 1_000 else 3 if n <= 10_000 else 1
+    if job.case in FIXED_REPS:
+        return FIXED_REPS[job.case]
+    n = size_n(job.size)
+    return 9 if n <= 1_000 else 3 if n <= 10_000 else 2 if n <= 100_000 else 1
+
+
+FIXED_REPS = {"big_chain": 3, "process_tiny": 5}
+"""Cases whose size says nothing about how long one run takes."""
+
+
+def _child_env(job: Job) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTO_WORKFLOW_")}
+    return {**env, **CHILD_ENV, **CASE_ENV.get(job.case, {})}
 
 
 def _run_child(job: Job, work: int) -> Outcome:
     command = [sys.executable, str(BENCH / SCRIPTS[job.impl]), job.case, job.size]
-    command += ["--reps", str(_reps(job.size)), "--work", str(work)]
+    command += ["--reps", str(_reps(job)), "--work", str(work)]
     if job.impl in VARIANTS:
         command += ["--variant", VARIANTS[job.impl]]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+            check=False,
+            env=_child_env(job),
         )
     except subprocess.TimeoutExpired:
         return Failure(f"timed out after {CHILD_TIMEOUT:g} s")
@@ -211,9 +240,10 @@ def _header(elapsed: float, load_before: float) -> str:
         f"auto_workflow benchmark, {when}; {python}; {machine}; took {elapsed:.0f} s\n"
         f"{load} (this run's own children included)\n"
         "Each (case, size, implementation) ran in a fresh subprocess. Time = best of 9 runs "
-        "at N <= 1k,\n3 up to 10k, 1 above; gc on. Ours = build + run the flow; asyncio = "
-        "the whole hand-written program incl. asyncio.run.\nRSS = peak ru_maxrss of that "
-        "subprocess after its runs (interpreter included, nothing subtracted)."
+        "at N <= 1k,\n3 up to 10k, 2 up to 100k, 1 above; gc on. Ours = build + run the "
+        "flow, run history off\n(bench/history.py measures the history); asyncio = the whole "
+        "hand-written program incl. asyncio.run.\nRSS = peak ru_maxrss of that subprocess "
+        "after its runs (interpreter included, nothing subtracted)."
     )
 
 
