@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from auto_workflow import task
-from auto_workflow._core._graph import DONE, FAILED, SKIPPED, Graph, Group, RunState
+from auto_workflow._core._graph import DONE, FAILED, RELEASED, SKIPPED, Graph, Group, RunState
 from auto_workflow.exceptions import PlaceholderMisuseError
 
 
@@ -26,7 +26,7 @@ def test_placeholders_in_nested_arguments_become_dependencies() -> None:
     x = g.add(A, (), {})
     y = g.add(A, (), {})
     z = g.add(A, ([x, (1, {"k": {y}})],), {"kw": {"n": x}})
-    node = g.nodes[z._index]
+    node = g.nodes[z.index]
     assert node.deps == (0, 1)
     assert node.needs_resolve
 
@@ -34,8 +34,8 @@ def test_placeholders_in_nested_arguments_become_dependencies() -> None:
 def test_scalar_arguments_need_no_resolution() -> None:
     g = Graph("f")
     p = g.add(A, (1, "s", None), {})
-    assert not g.nodes[p._index].needs_resolve
-    assert g.nodes[p._index].deps == ()
+    assert not g.nodes[p.index].needs_resolve
+    assert g.nodes[p.index].deps == ()
 
 
 def test_ready_queue_orders_by_priority_then_build_order() -> None:
@@ -109,9 +109,9 @@ def test_expand_adds_children_and_barrier_ends_with_their_results() -> None:
     popped = state.pop_ready(5)
     for node, value in zip(popped, [11, 21], strict=True):
         state.done(node, value)
-    assert state.results[fan._index] == [11, 21]
+    assert state.results[fan.index] == [11, 21]
     (consumer,) = state.pop_ready(5)
-    assert consumer.deps == (fan._index,)
+    assert consumer.deps == (fan.index,)
 
 
 def test_empty_expansion_ends_the_barrier_at_once() -> None:
@@ -122,7 +122,7 @@ def test_empty_expansion_ends_the_barrier_at_once() -> None:
     state.done(state.pop_ready(1)[0], [])
     (barrier,) = state.pop_ready(1)
     state.expand(barrier, [])
-    assert state.results[fan._index] == []
+    assert state.results[fan.index] == []
     assert state.finished
 
 
@@ -286,3 +286,86 @@ def test_a_dependency_on_a_missing_node_is_an_invalid_graph() -> None:
     g.nodes[0].deps = (7,)
     with pytest.raises(InvalidGraphError, match="does not have"):
         RunState(g)
+
+
+# -- compact records and the state's hot-path operations -------------------------------
+
+
+def test_calls_are_slotted_records_sharing_one_empty_kwargs() -> None:
+    g = Graph("f")
+    x = g.add(A, (1,), {})
+    g.add(A, (x,), {})
+    first, second = g.nodes
+    assert not hasattr(first, "__dict__")
+    assert first.kwargs is second.kwargs == {}
+    assert (first.group, first.children, first.is_barrier) == (None, None, False)
+    assert second.priority == A.options.priority
+
+
+def test_a_static_fan_out_records_one_call_per_item() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    placeholders = g.add_each(A, [1, x, (x, 2)], None)
+    assert [p.index for p in placeholders] == [1, 2, 3]
+    assert [n.deps for n in g.nodes[1:]] == [(), (0,), (0,)]
+    assert [n.needs_resolve for n in g.nodes[1:]] == [False, True, True]
+
+
+def test_pop_takes_the_best_ready_node_until_none_is_ready() -> None:
+    g = Graph("f")
+    for t in (A, B):
+        g.add(t, (), {})
+    state = RunState(g)
+    assert [state.pop().index, state.pop().index] == [1, 0]  # type: ignore[union-attr]
+    assert state.pop() is None
+
+
+def test_done_tells_whether_a_node_is_ready() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    g.add(A, (x,), {})
+    state = RunState(g)
+    first = state.pop()
+    assert first is not None
+    assert state.done(first, 1) is True
+    second = state.pop()
+    assert second is not None
+    assert state.done(second, 2) is False
+
+
+def test_arguments_resolve_placeholders_and_release_what_was_consumed() -> None:
+    g = Graph("f")
+    x, y = g.add(A, (), {}), g.add(A, (), {})
+    g.add(A, (x, [y], "s"), {"k": x})
+    state = RunState(g, keep=())
+    for node in state.pop_ready(2):
+        state.done(node, f"r{node.index}")
+    consumer = state.pop()
+    assert consumer is not None
+    assert state.arguments(consumer) == (("r0", ["r1"], "s"), {"k": "r0"})
+    assert state.results[:2] == [RELEASED, RELEASED]
+
+
+def test_a_call_ordered_only_by_after_gets_its_arguments_as_they_are() -> None:
+    g = Graph("f")
+    first = g.add(A, (), {})
+    rows = [1, 2]
+    g.add(A, (rows,), {}, after=[first])
+    state = RunState(g)
+    state.done(state.pop(), None)  # type: ignore[arg-type]
+    node = state.pop()
+    assert node is not None
+    assert not node.needs_resolve
+    (passed,), _ = state.arguments(node)
+    assert passed is rows
+
+
+def test_dependents_are_listed_once_per_dependant() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    g.add(A, (x, x), {})
+    g.add(A, (x,), {})
+    state = RunState(g)
+    assert list(state.dependents(0)) == [1, 2]
+    assert list(state.dependents(1)) == []
+    assert g.nodes[1].deps == (0,)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +152,30 @@ def test_a_chain_of_large_results_peaks_far_below_their_sum() -> None:
     )
     peak = float(done.stdout.split()[-1])
     assert peak < 120, f"a chain of 50 x 20 MB results peaked at {peak:.0f} MB"
+
+
+def test_a_call_of_a_wide_fan_out_costs_a_few_hundred_bytes() -> None:
+    # Graph node (its own placeholder), its argument tuple and index, the run state's slots:
+    # about 255 bytes per call, where separate placeholders, a dict of keyword arguments
+    # and a list of dependants per node made it 520.
+    n = 20_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        g = Graph("wide")
+        calls = g.add_each(A, range(1_000, 1_000 + n), None)
+        g.add(A, (calls,), {})
+        state = RunState(g, keep=())
+        per_call = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert state.unfinished == n + 1
+    assert per_call < 300, f"{per_call:.0f} bytes per call"
+
+
+def test_a_graph_holds_one_object_the_collector_walks_per_call() -> None:
+    g = Graph("wide")
+    calls = g.add_each(A, range(1_000, 6_000), None)
+    assert all(call is node for call, node in zip(calls, g.nodes, strict=True))
+    gc.collect()
+    assert not any(gc.is_tracked(node.args) for node in g.nodes)  # tuples of plain values

@@ -30,7 +30,7 @@ from auto_workflow._core._calls import (
     new_run_id,
 )
 from auto_workflow._core._config import get_config
-from auto_workflow._core._context import RunContext, use_context
+from auto_workflow._core._context import RunContext, reset_context, set_context
 from auto_workflow._core._durable import Session, check_run_id, flow_target
 from auto_workflow._core._graph import Graph, Group, Placeholder, iter_placeholders
 from auto_workflow._core._journal import RunSpec, installed_history
@@ -164,7 +164,8 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
             arity = self._arity  # the common case inline: it runs once per node built
             if kwargs or arity is None or not arity[0] <= len(args) <= arity[1]:
                 self.check_call(args, kwargs)
-            return cast(R, graph.add(self, args, kwargs))
+            # No cast(): it would be one more function call per node built.
+            return graph.add(self, args, kwargs)  # type: ignore[return-value]
         return _run_sync(self.run_async(*args, **kwargs))
 
     async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -474,10 +475,11 @@ class Flow(Generic[R]):
         )
         graph = Graph(self.name)
         token = _building.set(graph)
+        context = set_context(base)  # not use_context(): no generator per run
         try:
-            with use_context(base):
-                out = self.fn(*args, **kwargs)
+            out = self.fn(*args, **kwargs)
         finally:
+            reset_context(context)
             _building.reset(token)
         if inspect.iscoroutine(out):
             out.close()
@@ -938,7 +940,7 @@ def fan_out(
         return cast(list[R], graph.add_barrier(task_def, iterable, limit))
     _require_iterable(task_def, iterable)
     group = Group(limit) if limit is not None else None
-    return [cast(R, graph.add(task_def, (item,), {}, group=group)) for item in iterable]
+    return graph.add_each(task_def, iterable, group)
 
 
 def _require_iterable(task_def: TaskDefinition[Any, Any], iterable: object) -> None:

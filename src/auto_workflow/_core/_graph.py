@@ -24,10 +24,11 @@ a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot
 
 from __future__ import annotations
 
-import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from heapq import heapify, heappop, heappush
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError, PlaceholderMisuseError
 
@@ -35,14 +36,19 @@ if TYPE_CHECKING:
     from auto_workflow._core._model import TaskOptions
 
 __all__ = [
+    "NO_KWARGS",
     "RELEASED",
+    "Barrier",
     "Graph",
     "Group",
+    "GroupedNode",
     "Node",
+    "OrderedNode",
     "Placeholder",
     "RunState",
     "iter_placeholders",
     "resolve",
+    "resolve_args",
 ]
 
 # Heap keys pack (-priority, index) into one int: ints compare faster than tuples.
@@ -73,6 +79,11 @@ RELEASED: Final = _Released()
 _CONTAINERS: Final = (list, tuple, dict, set, frozenset)
 _ATOMS: Final = frozenset({int, float, str, bytes, bool, type(None)})
 
+NO_KWARGS: Final[dict[str, Any]] = {}
+"""The ``kwargs`` of every node called without keyword arguments: one shared empty dict
+(64 bytes saved per node). Nothing may add to it: code that hands a node's ``kwargs`` to
+something that might (middleware) passes ``kwargs or {}``."""
+
 
 class TaskLike(Protocol):
     """What the engine needs of a task definition."""
@@ -101,46 +112,170 @@ class Group:
         self.waiting: list[int] = []
 
 
-class Node:
-    """One task call (or one dynamic fan-out barrier) in a graph."""
+class Placeholder:
+    """Stands for a task's result while a flow is being built.
 
-    __slots__ = (
-        "args",
-        "children",
-        "deps",
-        "group",
-        "index",
-        "is_barrier",
-        "kwargs",
-        "needs_resolve",
-        "priority",
-        "task",
-    )
+    Passing it to another task makes a dependency. Using it as a value (truth, length,
+    iteration, arithmetic, formatting) raises :class:`PlaceholderMisuseError`: the result
+    exists only when the flow runs.
+
+    The placeholder a call returns is the graph's record of that call, its :class:`Node`:
+    one object per call, not two (a wide graph holds half the objects, and the garbage
+    collector has half as many to walk). Engine code therefore never uses a node as a
+    value either: no truth tests, no ``==`` with other things, no ``str()``.
+    """
+
+    __slots__ = ("_graph", "index")
+
+    _graph: Graph
+    index: int
+    """The node's position in its graph (build order)."""
+
+    @property
+    def id(self) -> str:
+        """The id of the node this placeholder is (see :attr:`Node.id`)."""
+        raise NotImplementedError
+
+    @property
+    def node_id(self) -> str:
+        """The id of the node this placeholder stands for."""
+        return self.id
+
+    def __repr__(self) -> str:
+        return f"<result of {self.node_id}>"
+
+    def _misuse(self, what: str) -> PlaceholderMisuseError:
+        return PlaceholderMisuseError(
+            f"cannot {what} the result of {self.node_id} while the flow is being built: "
+            "task results exist only when the flow runs. Pass it to another @task (which "
+            "receives the real value), or use fan_out() to map a task over it."
+        )
+
+    def __bool__(self) -> bool:
+        raise self._misuse("test the truth of")
+
+    def __len__(self) -> int:
+        raise self._misuse("take len() of")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise self._misuse("iterate over")
+
+    def __contains__(self, item: object) -> bool:
+        raise self._misuse("use 'in' on")
+
+    def __getitem__(self, key: object) -> Any:
+        raise self._misuse("index or subscript")
+
+    def __index__(self) -> int:
+        raise self._misuse("use as an integer")
+
+    def __int__(self) -> int:
+        raise self._misuse("convert to int")
+
+    def __float__(self) -> float:
+        raise self._misuse("convert to float")
+
+    def __str__(self) -> str:
+        raise self._misuse("format or convert to str")
+
+    def __format__(self, spec: str) -> str:
+        raise self._misuse("format")
+
+    def __lt__(self, other: object) -> bool:
+        raise self._misuse("compare")
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __eq__(self, other: object) -> bool:
+        # Two placeholders compare by identity, so sets and dicts of them keep working;
+        # comparing one with a value would silently be False and pick the wrong branch.
+        if isinstance(other, Placeholder):
+            return self is other
+        raise self._compare_misuse("==")
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Placeholder):
+            return self is not other
+        raise self._compare_misuse("!=")
+
+    def _compare_misuse(self, op: str) -> PlaceholderMisuseError:
+        err = self._misuse(f"compare ({op})")
+        hint = (
+            " Lists that mix results and values compare them too (`in`, .index(), "
+            ".remove()): to find a result by identity, use `is`, e.g. "
+            "any(item is result for item in items)."
+        )
+        return PlaceholderMisuseError(str(err) + hint)
+
+    __hash__ = object.__hash__
+
+    def __await__(self) -> Any:
+        raise self._misuse("await")
+
+
+def _arith(name: str) -> Callable[..., Any]:
+    def method(self: Placeholder, *_: object) -> Any:
+        raise self._misuse(f"do arithmetic ({name}) with")
+
+    method.__name__ = name
+    return method
+
+
+_ARITHMETIC = (
+    "add sub mul truediv floordiv mod pow matmul and or xor lshift rshift divmod "
+    "radd rsub rmul rtruediv rfloordiv rmod rpow rmatmul rand ror rxor rlshift rrshift "
+    "neg pos abs invert round"
+)
+for _name in _ARITHMETIC.split():
+    setattr(Placeholder, f"__{_name}__", _arith(_name))
+
+
+class Node(Placeholder):
+    """One task call in a graph (a dynamic fan-out's barrier is a :class:`Barrier`), and
+    the placeholder the call returned while the flow was built.
+
+    A record of five fields: everything that calls of one task share (its options, its
+    name, its priority) is read from the task, and an empty ``kwargs`` is one shared empty
+    mapping, so a node of a wide fan-out costs a few dozen bytes. The class defaults below
+    stand for the fields only some nodes have (:class:`GroupedNode`, :class:`Barrier`).
+    """
+
+    __slots__ = ("args", "deps", "kwargs", "task")
+
+    is_barrier: ClassVar[bool] = False
+    resolves: ClassVar[bool] = True
+    """Whether the dependencies (if any) are placeholders in the arguments, to be replaced
+    by their results (an :class:`OrderedNode`'s are not)."""
+    group: Group | None = None
+    """The fan-out group whose ``max_concurrency`` bounds this call (``None``: unbounded)."""
+    children: tuple[int, int] | None = None
+    """For an expanded barrier: (first child index, count)."""
 
     def __init__(
         self,
+        graph: Graph,
         index: int,
         task: TaskLike,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         deps: tuple[int, ...],
-        *,
-        priority: int,
-        group: Group | None = None,
-        is_barrier: bool = False,
-        needs_resolve: bool = True,
     ) -> None:
+        self._graph = graph
         self.index = index
         self.task = task
         self.args = args
         self.kwargs = kwargs
         self.deps = deps
-        self.priority = priority
-        self.group = group
-        self.is_barrier = is_barrier
-        self.needs_resolve = needs_resolve
-        # For a barrier: (first child index, count) once expanded.
-        self.children: tuple[int, int] | None = None
+
+    @property
+    def needs_resolve(self) -> bool:
+        """Whether the arguments hold placeholders (of the dependencies) to resolve."""
+        return bool(self.deps) and self.resolves
+
+    @property
+    def priority(self) -> int:
+        """The task's priority (every call of a task shares it)."""
+        return self.task.options.priority
 
     @property
     def display_name(self) -> str:
@@ -151,6 +286,91 @@ class Node:
     def id(self) -> str:
         """Stable, readable id: ``<task name>:<index>``, or ``fanout:<index>`` for barriers."""
         return f"fanout:{self.index}" if self.is_barrier else f"{self.task.name}:{self.index}"
+
+
+class OrderedNode(Node):
+    """A call ordered after other calls (``task.after(...)``) whose arguments hold no
+    placeholder: its arguments are passed as they are."""
+
+    __slots__ = ()
+
+    resolves: ClassVar[bool] = False
+
+
+class GroupedNode(Node):
+    """A call of a fan-out with ``max_concurrency``: a node that belongs to a :class:`Group`."""
+
+    __slots__ = ("group",)
+
+    def __init__(
+        self,
+        graph: Graph,
+        index: int,
+        task: TaskLike,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        deps: tuple[int, ...],
+        group: Group,
+    ) -> None:
+        super().__init__(graph, index, task, args, kwargs, deps)
+        self.group = group
+
+
+class Barrier(Node):
+    """A dynamic fan-out: expands into one child call per item of its source's result."""
+
+    __slots__ = ("children", "group")
+
+    is_barrier: ClassVar[bool] = True
+    resolves: ClassVar[bool] = False
+
+    def __init__(
+        self, graph: Graph, index: int, task: TaskLike, source: int, group: Group | None
+    ) -> None:
+        super().__init__(graph, index, task, (), NO_KWARGS, (source,))
+        self.group = group
+        self.children = None
+
+
+_HANDLES: Final = frozenset({Node, OrderedNode, GroupedNode, Barrier})
+"""The classes of every placeholder (each is a node): ``type(x) in _HANDLES`` is the
+engine's placeholder test, cheaper than an ``isinstance``."""
+
+
+def _make_node(
+    graph: Graph,
+    index: int,
+    task: TaskLike,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deps: tuple[int, ...],
+    found: bool,
+    group: Group | None,
+) -> Node:
+    """The node for one call: ``found``, whether its arguments hold placeholders."""
+    kwargs = kwargs or NO_KWARGS
+    if group is not None:
+        return GroupedNode(graph, index, task, args, kwargs, deps, group)
+    if deps and not found:
+        return OrderedNode(graph, index, task, args, kwargs, deps)
+    return Node(graph, index, task, args, kwargs, deps)
+
+
+def _ordered(deps: list[int]) -> tuple[int, ...]:
+    """``deps`` without repeats, in index order (one or two deps, the usual, without sorting)."""
+    if len(deps) < 2:
+        return tuple(deps)
+    if len(deps) == 2:
+        a, b = deps
+        return (a, b) if a < b else (b, a) if a > b else (a,)
+    return tuple(sorted(set(deps)))
+
+
+def _foreign(p: Placeholder) -> PlaceholderMisuseError:
+    return PlaceholderMisuseError(
+        f"{p!r} belongs to another flow run; placeholders can only be used inside "
+        "the flow body that created them"
+    )
 
 
 class Graph:
@@ -172,69 +392,85 @@ class Graph:
         group: Group | None = None,
     ) -> Placeholder:
         """Record one task call; placeholders anywhere in the arguments become dependencies."""
-        deps: dict[int, None] = {}
-        found = self._scan_args(args, deps)
+        deps: list[int] = []
+        found = False
+        for arg in args:  # _scan_args, inlined: this runs once per node built
+            kind = type(arg)
+            if kind in _HANDLES:
+                if arg._graph is not self:
+                    raise _foreign(arg)
+                deps.append(arg.index)
+                found = True
+            elif kind not in _ATOMS:
+                found = self._scan(arg, deps) or found
         if kwargs:
             found = self._scan(kwargs, deps) or found
-        for p in after:
-            deps[self.own(p)] = None
+        if after:
+            deps.extend(self.own(p) for p in after)
         index = len(self.nodes)
-        node = Node(
-            index,
-            task,
-            args,
-            kwargs,
-            tuple(sorted(deps)) if len(deps) > 1 else tuple(deps),
-            priority=task.options.priority,
-            group=group,
-            needs_resolve=found,
-        )
+        if len(deps) == 2:  # _ordered, inlined for the usual two
+            a, b = deps
+            ordered: tuple[int, ...] = (a, b) if a < b else (b, a) if a > b else (a,)
+        else:
+            ordered = tuple(deps) if len(deps) < 2 else _ordered(deps)
+        if group is None and (found or not ordered):
+            node = Node(self, index, task, args, kwargs or NO_KWARGS, ordered)
+        else:
+            node = _make_node(self, index, task, args, kwargs, ordered, found, group)
         self.nodes.append(node)
-        return Placeholder(self, index)
+        return node
+
+    def add_each(self, task: TaskLike, items: Iterable[Any], group: Group | None) -> list[Any]:
+        """:meth:`add` of ``task(item)`` for each item (a static fan-out), one placeholder
+        per call; a placeholder item makes a dependency as it would in :meth:`add`."""
+        nodes = self.nodes
+        first = len(nodes)
+        for item in items:
+            index = len(nodes)
+            if type(item) in _ATOMS and group is None:
+                nodes.append(Node(self, index, task, (item,), NO_KWARGS, ()))
+            else:
+                deps: list[int] = []
+                found = self._scan_args((item,), deps)
+                ordered = _ordered(deps)
+                nodes.append(
+                    _make_node(self, index, task, (item,), NO_KWARGS, ordered, found, group)
+                )
+        return nodes[first:]
 
     def add_barrier(self, task: TaskLike, source: Placeholder, limit: int | None) -> Placeholder:
         """Record a dynamic fan-out of ``task`` over the future result of ``source``."""
         index = len(self.nodes)
         group = Group(limit) if limit is not None else None
-        node = Node(
-            index,
-            task,
-            (),
-            {},
-            (self.own(source),),
-            priority=task.options.priority,
-            group=group,
-            is_barrier=True,
-        )
-        self.nodes.append(node)
-        return Placeholder(self, index)
+        barrier = Barrier(self, index, task, self.own(source), group)
+        self.nodes.append(barrier)
+        return barrier
 
     def own(self, p: Placeholder) -> int:
         """The index of ``p``, checking that it was made by this graph."""
         if p._graph is not self:
-            raise PlaceholderMisuseError(
-                f"{p!r} belongs to another flow run; placeholders can only be used inside "
-                "the flow body that created them"
-            )
-        return p._index
+            raise _foreign(p)
+        return p.index
 
-    def _scan_args(self, args: tuple[Any, ...], deps: dict[int, None]) -> bool:
+    def _scan_args(self, args: tuple[Any, ...], deps: list[int]) -> bool:
         """:meth:`_scan` for positional arguments, skipping plain scalars cheaply."""
         found = False
         for arg in args:
             kind = type(arg)
-            if kind is Placeholder:
-                deps[self.own(arg)] = None
+            if kind in _HANDLES:
+                if arg._graph is not self:
+                    raise _foreign(arg)
+                deps.append(arg.index)
                 found = True
             elif kind not in _ATOMS:
                 found = self._scan(arg, deps) or found
         return found
 
-    def _scan(self, value: Any, deps: dict[int, None]) -> bool:
+    def _scan(self, value: Any, deps: list[int]) -> bool:
         """Add the placeholders found in ``value`` to ``deps``; True if there were any."""
         found = False
         for p in iter_placeholders(value):
-            deps[self.own(p)] = None
+            deps.append(self.own(p))
             found = True
         return found
 
@@ -343,121 +579,13 @@ def _mermaid_text(text: str) -> str:
     return _DOT_CONTROL.sub(lambda m: f"#{ord(m.group())};", text)
 
 
-class Placeholder:
-    """Stands for a task's result while a flow is being built.
-
-    Passing it to another task makes a dependency. Using it as a value (truth, length,
-    iteration, arithmetic, formatting) raises :class:`PlaceholderMisuseError`: the result
-    exists only when the flow runs.
-    """
-
-    __slots__ = ("_graph", "_index")
-
-    def __init__(self, graph: Graph, index: int) -> None:
-        self._graph = graph
-        self._index = index
-
-    @property
-    def node_id(self) -> str:
-        """The id of the node this placeholder stands for."""
-        return self._graph.nodes[self._index].id
-
-    def __repr__(self) -> str:
-        return f"<result of {self.node_id}>"
-
-    def _misuse(self, what: str) -> PlaceholderMisuseError:
-        return PlaceholderMisuseError(
-            f"cannot {what} the result of {self.node_id} while the flow is being built: "
-            "task results exist only when the flow runs. Pass it to another @task (which "
-            "receives the real value), or use fan_out() to map a task over it."
-        )
-
-    def __bool__(self) -> bool:
-        raise self._misuse("test the truth of")
-
-    def __len__(self) -> int:
-        raise self._misuse("take len() of")
-
-    def __iter__(self) -> Iterator[Any]:
-        raise self._misuse("iterate over")
-
-    def __contains__(self, item: object) -> bool:
-        raise self._misuse("use 'in' on")
-
-    def __getitem__(self, key: object) -> Any:
-        raise self._misuse("index or subscript")
-
-    def __index__(self) -> int:
-        raise self._misuse("use as an integer")
-
-    def __int__(self) -> int:
-        raise self._misuse("convert to int")
-
-    def __float__(self) -> float:
-        raise self._misuse("convert to float")
-
-    def __str__(self) -> str:
-        raise self._misuse("format or convert to str")
-
-    def __format__(self, spec: str) -> str:
-        raise self._misuse("format")
-
-    def __lt__(self, other: object) -> bool:
-        raise self._misuse("compare")
-
-    __le__ = __gt__ = __ge__ = __lt__
-
-    def __eq__(self, other: object) -> bool:
-        # Two placeholders compare by identity, so sets and dicts of them keep working;
-        # comparing one with a value would silently be False and pick the wrong branch.
-        if isinstance(other, Placeholder):
-            return self is other
-        raise self._compare_misuse("==")
-
-    def __ne__(self, other: object) -> bool:
-        if isinstance(other, Placeholder):
-            return self is not other
-        raise self._compare_misuse("!=")
-
-    def _compare_misuse(self, op: str) -> PlaceholderMisuseError:
-        err = self._misuse(f"compare ({op})")
-        hint = (
-            " Lists that mix results and values compare them too (`in`, .index(), "
-            ".remove()): to find a result by identity, use `is`, e.g. "
-            "any(item is result for item in items)."
-        )
-        return PlaceholderMisuseError(str(err) + hint)
-
-    __hash__ = object.__hash__
-
-    def __await__(self) -> Any:
-        raise self._misuse("await")
-
-
-def _arith(name: str) -> Callable[..., Any]:
-    def method(self: Placeholder, *_: object) -> Any:
-        raise self._misuse(f"do arithmetic ({name}) with")
-
-    method.__name__ = name
-    return method
-
-
-_ARITHMETIC = (
-    "add sub mul truediv floordiv mod pow matmul and or xor lshift rshift divmod "
-    "radd rsub rmul rtruediv rfloordiv rmod rpow rmatmul rand ror rxor rlshift rrshift "
-    "neg pos abs invert round"
-)
-for _name in _ARITHMETIC.split():
-    setattr(Placeholder, f"__{_name}__", _arith(_name))
-
-
 def iter_placeholders(value: Any) -> Iterator[Placeholder]:
     """Every placeholder in ``value``, looking inside lists, tuples, dicts and sets."""
     stack = [value]
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is Placeholder:
+        if kind in _HANDLES:
             yield item
         elif kind is dict:
             stack.extend(item.values())
@@ -469,8 +597,8 @@ def iter_placeholders(value: Any) -> Iterator[Placeholder]:
 def resolve(value: Any, results: list[Any]) -> Any:
     """``value`` with every placeholder replaced by its node's result (containers rebuilt)."""
     kind = type(value)
-    if kind is Placeholder:
-        return results[value._index]
+    if kind in _HANDLES:
+        return results[value.index]
     if kind is list:
         return [resolve(v, results) for v in value]
     if kind is tuple:
@@ -486,6 +614,32 @@ def resolve(value: Any, results: list[Any]) -> Any:
     if isinstance(value, _CONTAINERS):
         return _resolve_subclass(value, results)
     return value
+
+
+def resolve_args(args: tuple[Any, ...], results: list[Any]) -> tuple[Any, ...]:
+    """:func:`resolve` of a positional-argument tuple, taking placeholders and plain
+    scalars (the usual arguments) without a call each."""
+    if len(args) == 1:  # the usual calls of one or two arguments, without a list
+        (arg,) = args
+        kind = arg.__class__
+        if kind in _HANDLES:
+            return (results[arg.index],)
+        return (arg if kind in _ATOMS else resolve(arg, results),)
+    if len(args) == 2:
+        a, b = args
+        kind_a, kind_b = a.__class__, b.__class__
+        if kind_a in _HANDLES and kind_b in _HANDLES:
+            return results[a.index], results[b.index]
+    out = []
+    for arg in args:
+        kind = arg.__class__
+        if kind in _HANDLES:
+            out.append(results[arg.index])
+        elif kind in _ATOMS:
+            out.append(arg)
+        else:
+            out.append(resolve(arg, results))
+    return tuple(out)
 
 
 def _resolve_subclass(value: Any, results: list[Any]) -> Any:
@@ -523,8 +677,22 @@ def _check_orderable(graph: Graph) -> None:
         )
 
 
+_Dependents = int | list[int] | None
+"""A node's dependents: ``None`` (none), one index, or a list of two or more. Most nodes have
+none or one, and an int costs no container of its own."""
+
+
+def _heap_key(node: Node) -> int:
+    """(-priority, index) packed into one int; at priority 0 the index itself (no new int)."""
+    priority = node.task.options.priority
+    return (-priority << _INDEX_BITS) | node.index if priority else node.index
+
+
 class RunState:
-    """The state of one run of a graph. Synchronous and loop-free; see the module docstring."""
+    """The state of one run of a graph. Synchronous and loop-free; see the module docstring.
+
+    Per node it holds a few list slots (result, dependents, counters) and one status byte.
+    """
 
     __slots__ = (
         "_consumers",
@@ -548,34 +716,52 @@ class RunState:
     ) -> None:
         """``keep``: the nodes whose results must outlive the run (the flow's outputs);
         every other result is released once consumed. ``None``: keep every result."""
-        nodes = graph.nodes
-        n = len(nodes)
+        n = len(graph.nodes)
         self.graph = graph
         self.max_dynamic_tasks = max_dynamic_tasks
         self._keep: frozenset[int] | None = None if keep is None else frozenset(keep)
         self.results: list[Any] = [None] * n
         self.unfinished = n
         self._status = bytearray(n)
-        self._remaining = [len(node.deps) for node in nodes]
-        self._dependents: list[list[int]] = [[] for _ in range(n)]
+        self._remaining = [0] * n
+        self._dependents: list[_Dependents] = [None] * n
+        self._consumers = [0] * n
+        """Per node: how many of its dependants have not started yet."""
         self._heap: list[int] = []
-        dependents = self._dependents
-        backwards = True  # every dependency built before its dependant: no cycle possible
         try:
-            for node in nodes:
-                for d in node.deps:
-                    dependents[d].append(node.index)
-                    backwards = backwards and 0 <= d < node.index
-                if not node.deps:
-                    self._push(node)
+            backwards = self._link(graph.nodes)
         except IndexError:
             raise InvalidGraphError(
                 f"flow {graph.name!r}: a node depends on a node the graph does not have"
             ) from None
         if not backwards:
             _check_orderable(graph)
-        self._consumers = [len(d) for d in dependents]
-        """Per node: how many of its dependants have not started yet."""
+        heapify(self._heap)
+
+    def _link(self, nodes: list[Node]) -> bool:
+        """Count every node's dependencies and dependants, list the ready ones; True if every
+        dependency was built before its dependant (then no cycle is possible)."""
+        remaining, dependents, consumers = self._remaining, self._dependents, self._consumers
+        heap, status = self._heap, self._status
+        backwards = True
+        for node in nodes:
+            index, deps = node.index, node.deps
+            if not deps:
+                status[index] = READY
+                heap.append(_heap_key(node))
+                continue
+            remaining[index] = len(deps)
+            for d in deps:
+                consumers[d] += 1
+                after = dependents[d]
+                if after is None:
+                    dependents[d] = index
+                elif isinstance(after, int):
+                    dependents[d] = [after, index]
+                else:
+                    after.append(index)
+                backwards = backwards and 0 <= d < index
+        return backwards
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -592,29 +778,44 @@ class RunState:
         """The status code of node ``index``."""
         return self._status[index]
 
+    def dependents(self, index: int) -> tuple[int, ...] | list[int]:
+        """The indices of the nodes that depend on node ``index``."""
+        after = self._dependents[index]
+        if after is None:
+            return ()
+        return (after,) if isinstance(after, int) else after
+
     # -- transitions -----------------------------------------------------------------------
 
     def _push(self, node: Node) -> None:
-        self._status[node.index] = READY
-        heapq.heappush(self._heap, (-node.priority << _INDEX_BITS) | node.index)
+        index, priority = node.index, node.task.options.priority
+        self._status[index] = READY
+        heappush(self._heap, (-priority << _INDEX_BITS) | index if priority else index)
 
-    def pop_ready(self, n: int) -> list[Node]:
-        """Up to ``n`` ready nodes, highest priority first, ties in build order.
-
-        Returned task nodes are marked running; barriers are returned for expansion.
-        """
-        out: list[Node] = []
+    def pop(self) -> Node | None:
+        """The best ready node, marked running (a barrier: returned for expansion), or
+        ``None`` when nothing is ready. Highest priority first, ties in build order."""
         heap, nodes = self._heap, self.graph.nodes
-        while heap and len(out) < n:
-            key = heapq.heappop(heap)
+        while heap:
+            key = heappop(heap)
             node = nodes[key & _INDEX_MASK]
             group = node.group
             if group is not None and not node.is_barrier:
                 if group.running >= group.limit:
-                    heapq.heappush(group.waiting, key)
+                    heappush(group.waiting, key)
                     continue
                 group.running += 1
-            self._status[node.index] = RUNNING
+            self._status[key & _INDEX_MASK] = RUNNING
+            return node
+        return None
+
+    def pop_ready(self, n: int) -> list[Node]:
+        """Up to ``n`` ready nodes, as :meth:`pop` gives them."""
+        out: list[Node] = []
+        while len(out) < n:
+            node = self.pop()
+            if node is None:
+                break
             out.append(node)
         return out
 
@@ -623,41 +824,96 @@ class RunState:
         if group is not None and not node.is_barrier:
             group.running -= 1
             if group.waiting:
-                heapq.heappush(self._heap, heapq.heappop(group.waiting))
+                heappush(self._heap, heappop(group.waiting))
 
-    def done(self, node: Node, value: Any) -> None:
-        """Record ``node``'s result; dependents whose last dependency this was become ready."""
-        self._leave_group(node)
-        self._end(node.index, DONE, value)
-        stack = [node.index]
+    def done(self, node: Node, value: Any) -> bool:
+        """Record ``node``'s result; dependents whose last dependency this was become ready.
+
+        Returns whether any node is ready now (what :meth:`has_ready` would say).
+        """
+        if node.group is not None:
+            self._leave_group(node)
+        index = node.index
+        status = self._status
+        status[index] = DONE
+        self.results[index] = value
+        self.unfinished -= 1
+        after = self._dependents[index]
+        if after is not None:
+            remaining = self._remaining
+            for d in (after,) if isinstance(after, int) else after:
+                left = remaining[d] - 1
+                remaining[d] = left
+                if not left and status[d] < DONE:  # its last dependency (and not skipped)
+                    self._ready(d)
+        keep = self._keep
+        if keep is not None and not self._consumers[index] and index not in keep:
+            self.results[index] = RELEASED
+        return bool(self._heap)
+
+    def _ready(self, index: int) -> None:
+        """Node ``index`` has all its dependencies: queue it (an expanded barrier: end it)."""
+        node = self.graph.nodes[index]
+        if node.children is not None:  # an expanded barrier whose children all ended
+            self._end_barriers(node)
+            return
+        priority = node.task.options.priority
+        self._status[index] = READY
+        heappush(self._heap, (-priority << _INDEX_BITS) | index if priority else index)
+
+    def _end_barriers(self, barrier: Node) -> None:
+        """End ``barrier`` with its children's list, and what that completes in turn
+        (iteratively: a chain of barriers never recurses)."""
+        stack = [barrier]
         nodes, remaining, status = self.graph.nodes, self._remaining, self._status
         while stack:
-            for d in self._dependents[stack.pop()]:
+            node = stack.pop()
+            index = node.index
+            self._end(index, DONE, self.barrier_value(node))
+            self._consume_children(node)
+            if not self._consumers[index]:
+                self._release(index)
+            for d in self.dependents(index):
                 remaining[d] -= 1
-                if remaining[d] or status[d] in _ENDED:
+                if remaining[d] or status[d] >= DONE:
                     continue
                 child = nodes[d]
-                if child.children is not None:  # an expanded barrier whose children all ended
-                    self._end(d, DONE, self.barrier_value(child))
-                    self._consume_children(child)
-                    if not self._consumers[d]:
-                        self._release(d)
-                    stack.append(d)
-                else:
+                if child.children is None:
                     self._push(child)
-        if self._keep is not None and not self._consumers[node.index]:
-            self._release(node.index)
+                else:
+                    stack.append(child)
+
+    def arguments(self, node: Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``node``'s arguments with every placeholder replaced by its result; the node has
+        started (see :meth:`started`)."""
+        args, kwargs = node.args, node.kwargs
+        results = self.results
+        if node.deps and node.resolves:
+            args = resolve_args(args, results)
+            if kwargs:
+                kwargs = resolve(kwargs, results)
+        keep = self._keep
+        if keep is not None:  # started(node), inlined
+            consumers, status = self._consumers, self._status
+            for d in node.deps:
+                left = consumers[d] - 1
+                consumers[d] = left
+                if not left and status[d] == DONE and d not in keep:
+                    results[d] = RELEASED
+        return args, kwargs
 
     def started(self, node: Node) -> None:
         """``node`` has its arguments (a barrier: its source's items): the results it
         consumed are released if it was their last consumer (see the module docstring)."""
-        if self._keep is None:
+        keep = self._keep
+        if keep is None:
             return
-        consumers = self._consumers
+        consumers, status, results = self._consumers, self._status, self.results
         for d in node.deps:
-            consumers[d] -= 1
-            if not consumers[d]:
-                self._release(d)
+            left = consumers[d] - 1
+            consumers[d] = left
+            if not left and status[d] == DONE and d not in keep:  # _release, inlined
+                results[d] = RELEASED
 
     def _consume_children(self, barrier: Node) -> None:
         """The barrier holds its children's results in its list: their slots can go."""
@@ -687,7 +943,7 @@ class RunState:
         stack = [index]
         nodes, status = self.graph.nodes, self._status
         while stack:
-            for d in self._dependents[stack.pop()]:
+            for d in self.dependents(stack.pop()):
                 if status[d] in _ENDED:
                     continue
                 self._end(d, SKIPPED, None)
@@ -710,28 +966,25 @@ class RunState:
         Returns the new children (already queued). An empty ``items`` ends the barrier
         with ``[]`` at once.
         """
-        graph, task = self.graph, barrier.task
+        assert isinstance(barrier, Barrier), barrier
+        graph, task, group = self.graph, barrier.task, barrier.group
         first = len(graph.nodes)
-        children = [
-            Node(
-                first + i,
-                task,
-                (item,),
-                {},
-                (),
-                priority=barrier.priority,
-                group=barrier.group,
-                needs_resolve=False,
-            )
-            for i, item in enumerate(items)
-        ]
+        if group is None:
+            children = [
+                Node(graph, first + i, task, (x,), NO_KWARGS, ()) for i, x in enumerate(items)
+            ]
+        else:
+            children = [
+                GroupedNode(graph, first + i, task, (item,), NO_KWARGS, (), group)
+                for i, item in enumerate(items)
+            ]
         graph.nodes.extend(children)
         count = len(children)
-        self.results.extend([None] * count)
+        self.results.extend(repeat(None, count))
         self._status.extend(bytes(count))
-        self._remaining.extend([0] * count)
-        self._consumers.extend([1] * count)  # each child is consumed by its barrier
-        self._dependents.extend([barrier.index] for _ in range(count))
+        self._remaining.extend(repeat(0, count))
+        self._consumers.extend(repeat(1, count))  # each child is consumed by its barrier
+        self._dependents.extend(repeat(barrier.index, count))
         self.unfinished += count
         barrier.children = (first, count)
         self._remaining[barrier.index] = count
