@@ -19,17 +19,25 @@ import functools
 import inspect
 import logging
 import math
+import os
 import random
 import time
-import uuid
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from auto_workflow._core._config import get_config
-from auto_workflow._core._context import RunContext, TaskFrame, reset_frame, set_frame
+from auto_workflow._core._context import (
+    NodeFrame,
+    RunContext,
+    TaskFrame,
+    reset_frame,
+    set_frame,
+    set_node_frame,
+)
 from auto_workflow._core._graph import TaskLike
 from auto_workflow._core._model import ArtifactRef, RunIn
 from auto_workflow._execution._local import AsyncExecutor, ThreadExecutor
@@ -52,7 +60,7 @@ if TYPE_CHECKING:
     from auto_workflow._core._plugins import Plugins
     from auto_workflow._execution._placement import Placement
 
-__all__ = ["DEFAULT_THREAD_WORKERS", "CallRunner", "call_with_events", "new_run_id"]
+__all__ = ["DEFAULT_THREAD_WORKERS", "BareCall", "CallRunner", "call_with_events", "new_run_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +69,8 @@ DEFAULT_THREAD_WORKERS = 64
 
 
 def new_run_id() -> str:
-    """A fresh, unique run id."""
-    return uuid.uuid4().hex[:16]
+    """A fresh, unique run id: 16 random hex digits."""
+    return os.urandom(8).hex()
 
 
 class _Flight:
@@ -170,8 +178,9 @@ class CallRunner:
         The method is chosen once per run, so metrics cost nothing when there are none.
         """
         plugins.faults.bind(base.flow_name, base.run_id)
-        self._task_done: Callable[[str, str, float], None] = self._report_task
+        self._task_done: Callable[[str, str, float], None] = _unmetered
         metrics = plugins.metrics
+        gauged = False
         if metrics is not None:
             # One call per finished task: the provider's own task_done if it has one (the
             # in-memory default does: no keyword dicts per task), else inc + observe.
@@ -179,6 +188,9 @@ class CallRunner:
             wants = getattr(metrics, "wants", None)
             gauged = wants is None or wants("tasks_running")  # a guarded wants never raises
             self.call = self._call_gauged if gauged else self._call_metered
+        self._bare_run = placement is None and not self._observed and not gauged
+        """Nothing in this run wraps a call: no cluster, middleware, tracer or gauge."""
+        self._bare: dict[TaskLike, BareCall | None] = {}
 
     def close(self) -> None:
         """Shut down the thread pool this run started (process workers are shared)."""
@@ -200,6 +212,21 @@ class CallRunner:
         return self._process
 
     # -- one call --------------------------------------------------------------------------
+
+    def bare(self, task: TaskLike) -> BareCall | None:
+        """How a call of ``task`` in this run is made when it is the function and nothing
+        else: an async-mode task with one attempt, no timeout, no cache and no persistence,
+        in a run with no cluster, middleware, tracer or running-tasks gauge (and a caller
+        that emits no events around it). ``None`` for any other task. Decided once per task
+        and run."""
+        try:
+            return self._bare[task]
+        except KeyError:
+            opts = task.options
+            plain = not (opts.retries or opts.timeout is not None or opts.cache_ttl)
+            bare = self._bare_run and plain and opts.run_in is RunIn.ASYNC and not opts.persist
+            known = self._bare[task] = BareCall(self, task) if bare else None
+            return known
 
     async def _call_metered(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -580,6 +607,62 @@ async def _timed(
         # loop thread), so the timer could not fire: the attempt still ran too long.
         raise AttemptTimeoutError(seconds)
     return value
+
+
+class BareCall:
+    """The calls of one task in one run that nothing wraps (see :meth:`CallRunner.bare`).
+
+    A caller makes one in a straight line: with the node as the current frame
+    (``_context.set_node_frame``, in a run whose base is bound), it calls ``fn`` with the
+    resolved arguments and awaits the result if ``awaits`` (or it is awaitable), then says
+    :meth:`succeeded` or hands the exception to :meth:`failed`, which gives the
+    TaskExecutionError that :meth:`CallRunner.call` would have raised. :meth:`run` does all
+    of that in a coroutine of its own.
+    """
+
+    __slots__ = ("_calls", "awaits", "fn", "name", "task", "task_done")
+
+    def __init__(self, calls: CallRunner, task: TaskLike) -> None:
+        self._calls = calls
+        self.task_done = calls._task_done
+        """The metrics' ``task_done(name, result, duration_ms)``: a caller that makes the
+        call inline reports a success itself, as :meth:`succeeded` does."""
+        self.task = task
+        self.fn = task.fn
+        self.name = task.name
+        self.awaits = task.is_async
+
+    def succeeded(self, start: float) -> None:
+        """The call that began at ``perf_counter()`` ``start`` returned."""
+        self.task_done(self.name, "success", (perf_counter() - start) * 1000)
+
+    def failed(self, exc: Exception, start: float) -> TaskExecutionError:
+        """The call that began at ``start`` raised ``exc``: its TaskExecutionError (caused
+        by ``exc``, as if raised from it)."""
+        self.task_done(self.name, "failure", (perf_counter() - start) * 1000)
+        try:
+            raise self._calls._final_error(self.task, exc, 1) from exc
+        except TaskExecutionError as err:
+            return err
+
+    async def run(self, node: NodeFrame, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One call of the task for ``node``: its value, or its TaskExecutionError raised."""
+        token = set_node_frame(node)
+        start = perf_counter()
+        try:
+            value = self.fn(*args, **kwargs)
+            if self.awaits or inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            raise self.failed(exc, start) from exc
+        finally:
+            reset_frame(token)
+        self.succeeded(start)
+        return value
+
+
+def _unmetered(task_name: str, result: str, duration_ms: float) -> None:
+    """``task_done`` of a run without a metrics provider."""
 
 
 def _node_id(node: Any) -> str:

@@ -3,27 +3,36 @@
 One context variable holds the current :class:`RunContext`. It is set with a token and reset
 in ``finally`` (never left behind), copied into worker threads with the rest of the context,
 and shipped to process workers as a small picklable snapshot.
+
+What the engine sets per attempt is a cheap frame that ``get_context()`` expands: a
+:class:`TaskFrame`, or for the first attempt of a call in a flow run the graph node itself
+(with the run bound once, in a second variable, by :func:`bind_run`), so a call costs no
+frame object at all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final, Protocol
 
 import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
 from auto_workflow.exceptions import ContextError
 
 __all__ = [
+    "NodeFrame",
     "RunContext",
     "TaskFrame",
+    "bind_run",
     "get_context",
     "reset_context",
     "set_context",
+    "set_node_frame",
+    "unbind_run",
     "use_context",
 ]
 
@@ -129,9 +138,22 @@ class TaskFrame:
         return self.base.for_attempt(self.task_name, node_id, self.attempt)
 
 
-_current: ContextVar[RunContext | TaskFrame | None] = ContextVar(
-    "auto_workflow_run_context", default=None
-)
+class NodeFrame(Protocol):
+    """A graph node standing as its own frame (see :func:`set_node_frame`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def task(self) -> Any: ...
+
+
+Frame = RunContext | TaskFrame | NodeFrame | None
+
+_current: ContextVar[Frame] = ContextVar("auto_workflow_run_context", default=None)
+
+_run: ContextVar[RunContext | None] = ContextVar("auto_workflow_run", default=None)
+"""The run whose nodes ``_current`` may hold (bound once per run by its runner)."""
 
 
 def get_context() -> RunContext:
@@ -156,22 +178,42 @@ def get_context() -> RunContext:
 def current_context() -> RunContext | None:
     """The current context, or ``None`` outside a run (never raises)."""
     ctx = _current.get()
+    if ctx is None or isinstance(ctx, RunContext):
+        return ctx
     if isinstance(ctx, TaskFrame):
         return ctx.materialize()
-    return ctx
+    base = _run.get()
+    return None if base is None else base.for_attempt(ctx.task.name, ctx.id, 1)
 
 
-def set_frame(frame: TaskFrame) -> Token[RunContext | TaskFrame | None]:
+ContextToken = Token[Frame]
+
+
+def set_frame(frame: TaskFrame) -> ContextToken:
     """Set the current context to ``frame``; reset with :func:`reset_frame`."""
     return _current.set(frame)
 
 
-def reset_frame(token: Token[RunContext | TaskFrame | None]) -> None:
-    """Undo :func:`set_frame`."""
-    _current.reset(token)
+# The two below run once per task of a run: the context variable's own methods, so they
+# cost no Python call of their own.
+
+set_node_frame: Final[Callable[[Frame], ContextToken]] = _current.set
+"""``set_node_frame(node)``: make the first attempt of ``node`` (of the run :func:`bind_run`
+bound) the current context; the node itself is the frame, so an attempt makes no object."""
+
+reset_frame: Final[Callable[[ContextToken], None]] = _current.reset
+"""``reset_frame(token)``: undo :func:`set_frame` or :func:`set_node_frame`."""
 
 
-ContextToken = Token[RunContext | TaskFrame | None]
+def bind_run(base: RunContext) -> Token[RunContext | None]:
+    """Bind the run whose nodes :func:`set_node_frame` sets, from now on in this context
+    (the tasks a runner starts inherit it); undo with :func:`unbind_run`."""
+    return _run.set(base)
+
+
+def unbind_run(token: Token[RunContext | None]) -> None:
+    """Undo :func:`bind_run`."""
+    _run.reset(token)
 
 
 def set_context(ctx: RunContext) -> ContextToken:

@@ -1,14 +1,24 @@
 """The async shell around the pure graph state.
 
 :class:`FlowRunner` drives a :class:`RunState` with a set of worker coroutines inside one
-``asyncio.TaskGroup``. A worker takes the best ready node, runs it by awaiting it directly
-(no task per node), reports the outcome to the state and takes the next. A new worker is
-started only when every worker is suspended inside a task while ready nodes wait, so
-trivial tasks run back to back on one worker and I/O-bound ones fan out up to
-``max_concurrency`` workers: the number of workers *is* the number of running tasks.
+``asyncio.TaskGroup``; the first worker is the run's own task. A worker takes the best
+ready node, runs it by awaiting it directly (no task per node), reports the outcome to the
+state and takes the next. A new worker is started only when every worker is suspended
+inside a task while ready nodes wait, so trivial tasks run back to back on one worker and
+I/O-bound ones fan out up to ``max_concurrency`` workers: the number of workers *is* the
+number of running tasks.
+
+What "no plugins" means is decided once per run: with no event subscriber and no journal,
+a call that nothing wraps (``CallRunner.bare``: async, one attempt, no timeout, cache,
+persistence, cluster, middleware, tracer or gauge) is made in a straight line, and a worker
+runs such calls of one task back to back in one coroutine (:meth:`FlowRunner._run_bares`):
+per call, the state's ``arguments``/``done``/``pop``, the function, its time for the
+metrics, and nothing else.
 
 Invariants: the state is touched only from the loop thread; nothing here recurses on graph
-depth; every pool a run starts is closed when the run ends, however it ends.
+depth; every pool a run starts is closed when the run ends, however it ends; a worker
+yields to the loop at least every ``_YIELD_EVERY`` calls; user code always runs with its
+own node as the context's frame.
 """
 
 from __future__ import annotations
@@ -18,10 +28,21 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from inspect import isawaitable
+from time import perf_counter
 from typing import Any
 
-from auto_workflow._core._calls import CallRunner, call_with_events
-from auto_workflow._core._graph import SKIPPED, Graph, Node, RunState, iter_placeholders, resolve
+from auto_workflow._core._calls import BareCall, CallRunner, call_with_events
+from auto_workflow._core._context import bind_run, reset_frame, set_node_frame, unbind_run
+from auto_workflow._core._graph import (
+    SKIPPED,
+    Graph,
+    Node,
+    RunState,
+    TaskLike,
+    iter_placeholders,
+    resolve,
+)
 from auto_workflow._core._journal import Checkpoints, Expansions, RunJournal
 from auto_workflow._core._model import FailurePolicy
 from auto_workflow._execution._placement import Remote, localize
@@ -84,23 +105,40 @@ class FlowRunner:
         self._aborting = False
         events = calls.plugins.events
         self._events = events if events else None
+        # Decided once per run: with no subscriber to tell, a call that nothing else wraps
+        # (CallRunner.bare) is made in a straight line; the workers run such calls back to
+        # back (_run_bares) unless each node must go by the journal (_run_recorded_node).
+        self._bare: Callable[[TaskLike], BareCall | None] = (
+            calls.bare if self._events is None else _never
+        )
+        recorded = journal is not None or checkpoints is not None
+        self._streak = _never if recorded else self._bare
+        self._ran = 0
+        """Calls run by the workers so far: every _YIELD_EVERY-th, a worker yields."""
 
     async def run(self) -> RunState:
         """Run every node; raise per the failure policy."""
+        bound = bind_run(self.calls.base)  # the workers inherit it: nodes are their frames
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 if self.state.has_ready():
-                    self._start_worker()
+                    # The first worker is this task itself (no task to create and schedule:
+                    # a small run is over before one would have started); more join in
+                    # the group as calls suspend.
+                    self._workers += 1
+                    await self._worker()
         except* _Abort:
             pass
         finally:
             self._tg = None
+            unbind_run(bound)
         if self._first_error is not None:
             raise self._first_error
         if not self.state.finished:
             raise RuntimeError("auto_workflow internal error: the scheduler stalled")
-        self._fill_skipped_barriers()
+        if self._errors:  # only a failure can leave a barrier skipped
+            self._fill_skipped_barriers()
         if self._errors and self.policy is FailurePolicy.AGGREGATE:
             raise AggregateTaskError(self._errors)
         return self.state
@@ -139,36 +177,83 @@ class FlowRunner:
             self._start_worker()
 
     async def _worker(self) -> None:
-        state = self.state
-        ran = 0
+        state, streak = self.state, self._streak
         try:
-            while not self._aborting:
-                batch = state.pop_ready(1)
-                if not batch:
-                    return
-                node = batch[0]
+            node = state.pop()
+            while node is not None and not self._aborting:
                 if node.is_barrier:
                     await self._expand(node)
+                    node = state.pop()
                     continue
-                if state.has_ready():
+                if not self._spawn_pending and state.has_ready():
                     self._want_worker()
+                call = streak(node.task)
+                if call is not None:
+                    node = await self._run_bares(node, call)
+                    continue
                 await self._run_node(node)
-                ran += 1
-                if ran % _YIELD_EVERY == 0:
+                self._ran += 1
+                if not self._ran % _YIELD_EVERY:
                     await asyncio.sleep(0)
+                node = state.pop()
         finally:
             self._workers -= 1
 
+    async def _run_bares(self, node: Node, call: BareCall) -> Node | None:
+        """Run ``node``'s bare call, and then each next ready node that is another call of
+        the same task, back to back in this one coroutine: the steps of
+        :meth:`BareCall.run` inline, no coroutine of their own per call. Returns the next
+        ready node, popped but not run (``None``: nothing is ready).
+
+        One function, longer and deeper than the house rule, because it is the loop every
+        trivial task of a chain or a layered graph goes round: each call it saves is paid
+        once per task.
+        """
+        state, task = self.state, node.task
+        fn, awaits, task_done, name = call.fn, call.awaits, call.task_done, call.name
+        current: Node | None = node
+        # Each call sets its node as the frame; the frame is reset once, when the streak
+        # ends (between two calls only the engine runs, which never reads it).
+        first = None
+        try:
+            while current is not None and current.task is task and not current.is_barrier:
+                args, kwargs = state.arguments(current)
+                token = set_node_frame(current)
+                first = first or token
+                self._in_task += 1
+                start = perf_counter()
+                error = None
+                try:
+                    value = fn(*args, **kwargs)
+                    if awaits or isawaitable(value):
+                        value = await value
+                except Exception as exc:  # noqa: BLE001 - the task's own failure, handled below
+                    error = call.failed(exc, start)
+                finally:
+                    self._in_task -= 1
+                if error is None:
+                    task_done(name, "success", (perf_counter() - start) * 1000)
+                    state.done(current, value)
+                else:
+                    self._on_failure(current, error)
+                self._ran += 1
+                if not self._ran % _YIELD_EVERY:
+                    await asyncio.sleep(0)
+                if self._aborting:
+                    return None
+                current = state.pop()
+                if current is not None and not self._spawn_pending and state.has_ready():
+                    self._want_worker()
+        finally:
+            if first is not None:
+                reset_frame(first)
+        return current
+
     async def _run_node(self, node: Node) -> None:
-        results = self.state.results
-        args, kwargs = node.args, node.kwargs
-        if node.needs_resolve:
-            args = resolve(args, results)
-            kwargs = resolve(kwargs, results)
-        self.state.started(node)
+        args, kwargs = self.state.arguments(node)
         self._in_task += 1
         try:
-            value = await self._call(node, args, kwargs)
+            value = await self._call(node, args, kwargs or {})  # a dict of its own
         except TaskExecutionError as err:
             self._on_failure(node, err)
             return
@@ -191,12 +276,8 @@ class FlowRunner:
         key = self.expansions.key(node) if self.checkpoints is not None else ""
         if key and self._restore(node, key):
             return
-        results, journal = self.state.results, self.journal
-        args, kwargs = node.args, node.kwargs
-        if node.needs_resolve:
-            args = resolve(args, results)
-            kwargs = resolve(kwargs, results)
-        self.state.started(node)
+        journal = self.journal
+        args, kwargs = self.state.arguments(node)
         self._in_task += 1
         if journal is not None:
             journal.task_started(node, time.time())
@@ -222,6 +303,10 @@ class FlowRunner:
         self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, int | str]:
         events = self._events
+        bare = self._bare(node.task)
+        if bare is not None:
+            return await bare.run(node, args, kwargs), 1
+        kwargs = kwargs or {}  # a dict of its own: a middleware may add to it
         if events is None:
             return await self.calls.call(node.task, node, args, kwargs)
         return await call_with_events(self.calls, events, node.task, node, args, kwargs)
@@ -314,6 +399,10 @@ class FlowRunner:
         for node, status in self.state.ended_nodes():
             if node.is_barrier and status == SKIPPED and node.children is not None:
                 self.state.set_result(node, self.state.barrier_value(node))
+
+
+def _never(task: TaskLike) -> None:
+    return None
 
 
 def _skip_error(skipped: Node, failed: Node, err: TaskExecutionError) -> UpstreamFailedError:
