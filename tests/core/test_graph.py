@@ -369,3 +369,19 @@ def test_dependents_are_listed_once_per_dependant() -> None:
     assert list(state.dependents(0)) == [1, 2]
     assert list(state.dependents(1)) == []
     assert g.nodes[1].deps == (0,)
+
+
+def test_nodes_made_ready_out_of_build_order_still_go_by_priority_then_build_order() -> None:
+    g = Graph("f")
+    a, b = g.add(A, (), {}), g.add(A, (), {})
+    late = g.add(A, (b,), {})  # index 2, ready after b
+    early = g.add(A, (a,), {})  # index 3, ready after a
+    g.add(B, (b,), {})  # index 4, priority 5
+    state = RunState(g)
+    first, second = state.pop(), state.pop()
+    assert first is a
+    assert second is b
+    state.done(b, None)  # queues 2 and 4
+    state.done(a, None)  # queues 3, after 2 and 4 were queued
+    assert [state.pop() for _ in range(3)] == [g.nodes[4], late, early]
+    assert state.pop() is None

@@ -4,14 +4,18 @@ A :class:`Graph` is built by a flow body: one :class:`Node` per task call, in bu
 plus one barrier node per dynamic fan-out. A node can only depend on nodes built before it,
 so a graph is acyclic by construction; a graph put together some other way is checked when
 a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot be ordered).
+A node is also the :class:`Placeholder` its call returned: one small slotted record per
+call, holding nothing that calls share (options, names, an empty ``kwargs``).
 
 :class:`RunState` drives one run of a graph. Invariants:
 
 * every step costs O(degree of the node) (plus O(log n) for the ready heap): completion
   walks the node's own dependents, never the whole graph, and no step recurses on depth;
-* a node enters the ready heap once, when its last dependency finished;
-* the heap is ordered by (-priority, build order); a node whose fan-out group is at its
-  ``max_concurrency`` waits in that group's own heap and re-enters the main heap when a
+* a node is queued once, when its last dependency finished;
+* ready nodes are taken by (-priority, build order): a node that becomes ready after every
+  node queued so far (the usual case) is appended to a sorted deque in O(1), any other
+  goes to a heap, and the next is the smaller of the two heads; a node whose fan-out group
+  is at its ``max_concurrency`` waits in that group's own heap and is queued again when a
   sibling finishes;
 * a node ends exactly once: ``DONE``, ``FAILED`` or ``SKIPPED``;
 * with ``keep`` given, a result is released (its slot holds :data:`RELEASED`) as soon as
@@ -25,9 +29,10 @@ a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from heapq import heapify, heappop, heappush
-from itertools import repeat
+from itertools import pairwise, repeat
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError, PlaceholderMisuseError
@@ -332,7 +337,7 @@ class Barrier(Node):
         self.children = None
 
 
-_HANDLES: Final = frozenset({Node, OrderedNode, GroupedNode, Barrier})
+_HANDLES: Final[frozenset[Any]] = frozenset({Node, OrderedNode, GroupedNode, Barrier})
 """The classes of every placeholder (each is a node): ``type(x) in _HANDLES`` is the
 engine's placeholder test, cheaper than an ``isinstance``."""
 
@@ -363,6 +368,8 @@ def _ordered(deps: list[int]) -> tuple[int, ...]:
     if len(deps) == 2:
         a, b = deps
         return (a, b) if a < b else (b, a) if a > b else (a,)
+    if all(a < b for a, b in pairwise(deps)):  # a fan-out's results, in build order
+        return tuple(deps)
     return tuple(sorted(set(deps)))
 
 
@@ -452,7 +459,7 @@ class Graph:
             raise _foreign(p)
         return p.index
 
-    def _scan_args(self, args: tuple[Any, ...], deps: list[int]) -> bool:
+    def _scan_args(self, args: Iterable[Any], deps: list[int]) -> bool:
         """:meth:`_scan` for positional arguments, skipping plain scalars cheaply."""
         found = False
         for arg in args:
@@ -468,6 +475,8 @@ class Graph:
 
     def _scan(self, value: Any, deps: list[int]) -> bool:
         """Add the placeholders found in ``value`` to ``deps``; True if there were any."""
+        if type(value) is list:  # a list of results (a fan-out's, say): one pass, no stack
+            return self._scan_args(value, deps)
         found = False
         for p in iter_placeholders(value):
             deps.append(self.own(p))
@@ -599,8 +608,8 @@ def resolve(value: Any, results: list[Any]) -> Any:
     kind = type(value)
     if kind in _HANDLES:
         return results[value.index]
-    if kind is list:
-        return [resolve(v, results) for v in value]
+    if kind is list:  # the results of a fan-out, usually: placeholders taken inline
+        return [results[v.index] if v.__class__ in _HANDLES else resolve(v, results) for v in value]
     if kind is tuple:
         return tuple(resolve(v, results) for v in value)
     if kind is dict:
@@ -699,6 +708,7 @@ class RunState:
         "_dependents",
         "_heap",
         "_keep",
+        "_queue",
         "_remaining",
         "_status",
         "graph",
@@ -727,7 +737,11 @@ class RunState:
         self._dependents: list[_Dependents] = [None] * n
         self._consumers = [0] * n
         """Per node: how many of its dependants have not started yet."""
+        # The ready nodes' keys: a deque of keys in increasing order (nodes that become
+        # ready in build order, the usual case: O(1) each), and a heap of the others;
+        # the next is the smaller of the two heads.
         self._heap: list[int] = []
+        self._queue: deque[int] = deque()
         try:
             backwards = self._link(graph.nodes)
         except IndexError:
@@ -736,7 +750,10 @@ class RunState:
             ) from None
         if not backwards:
             _check_orderable(graph)
-        heapify(self._heap)
+        if all(a < b for a, b in pairwise(self._heap)):
+            self._queue, self._heap = deque(self._heap), []
+        else:
+            heapify(self._heap)
 
     def _link(self, nodes: list[Node]) -> bool:
         """Count every node's dependencies and dependants, list the ready ones; True if every
@@ -772,7 +789,7 @@ class RunState:
 
     def has_ready(self) -> bool:
         """True if :meth:`pop_ready` may return something now."""
-        return bool(self._heap)
+        return bool(self._queue or self._heap)
 
     def status(self, index: int) -> int:
         """The status code of node ``index``."""
@@ -788,16 +805,27 @@ class RunState:
     # -- transitions -----------------------------------------------------------------------
 
     def _push(self, node: Node) -> None:
-        index, priority = node.index, node.task.options.priority
-        self._status[index] = READY
-        heappush(self._heap, (-priority << _INDEX_BITS) | index if priority else index)
+        self._status[node.index] = READY
+        self._enqueue(_heap_key(node))
+
+    def _enqueue(self, key: int) -> None:
+        queue = self._queue
+        if not queue or key > queue[-1]:
+            queue.append(key)
+        else:
+            heappush(self._heap, key)
 
     def pop(self) -> Node | None:
         """The best ready node, marked running (a barrier: returned for expansion), or
         ``None`` when nothing is ready. Highest priority first, ties in build order."""
-        heap, nodes = self._heap, self.graph.nodes
-        while heap:
-            key = heappop(heap)
+        heap, queue, nodes = self._heap, self._queue, self.graph.nodes
+        while True:
+            if heap and (not queue or heap[0] < queue[0]):
+                key = heappop(heap)
+            elif queue:
+                key = queue.popleft()
+            else:
+                return None
             node = nodes[key & _INDEX_MASK]
             group = node.group
             if group is not None and not node.is_barrier:
@@ -824,7 +852,7 @@ class RunState:
         if group is not None and not node.is_barrier:
             group.running -= 1
             if group.waiting:
-                heappush(self._heap, heappop(group.waiting))
+                self._enqueue(heappop(group.waiting))
 
     def done(self, node: Node, value: Any) -> bool:
         """Record ``node``'s result; dependents whose last dependency this was become ready.
@@ -849,7 +877,7 @@ class RunState:
         keep = self._keep
         if keep is not None and not self._consumers[index] and index not in keep:
             self.results[index] = RELEASED
-        return bool(self._heap)
+        return bool(self._queue or self._heap)
 
     def _ready(self, index: int) -> None:
         """Node ``index`` has all its dependencies: queue it (an expanded barrier: end it)."""
@@ -859,7 +887,12 @@ class RunState:
             return
         priority = node.task.options.priority
         self._status[index] = READY
-        heappush(self._heap, (-priority << _INDEX_BITS) | index if priority else index)
+        key = (-priority << _INDEX_BITS) | index if priority else index
+        queue = self._queue
+        if not queue or key > queue[-1]:  # _enqueue, inlined
+            queue.append(key)
+        else:
+            heappush(self._heap, key)
 
     def _end_barriers(self, barrier: Node) -> None:
         """End ``barrier`` with its children's list, and what that completes in turn
