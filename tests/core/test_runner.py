@@ -186,3 +186,55 @@ def test_a_middleware_adding_a_keyword_changes_only_its_own_call() -> None:
         return [tags(0), tags(1), tags(2)]
 
     assert both.run(history=False) == [{"tag": "first"}, {}, {}]
+
+
+class _CountingCache:
+    """A result cache that counts its reads."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Any] = {}
+        self.reads = 0
+
+    def get(self, key: str, ttl: float | None) -> Any:
+        self.reads += 1
+        return self.entries.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.entries[key] = value
+
+
+def test_a_cache_hit_is_served_without_running_the_task() -> None:
+    metrics = InMemoryMetrics()
+    set_metrics_provider(metrics)
+    ran: list[int] = []
+
+    @task(cache_ttl=60)
+    def double(x: int) -> int:
+        ran.append(x)
+        return 2 * x
+
+    @flow
+    def doubles() -> list[int]:
+        return [double(i) for i in range(5)]
+
+    assert doubles.run(history=False) == [0, 2, 4, 6, 8]
+    assert doubles.run(history=False) == [0, 2, 4, 6, 8]
+    assert ran == [0, 1, 2, 3, 4]
+    assert metrics.counters["cache_hits"] == 5
+    assert metrics.counters["tasks_succeeded"] == 10
+
+
+def test_a_cache_miss_reads_the_cache_once_and_stores_the_result() -> None:
+    @task(cache_ttl=60)
+    def square(x: int) -> int:
+        return x * x
+
+    @flow
+    def squares() -> list[int]:
+        return [square(i) for i in range(4)]
+
+    assert squares.run(history=False) == [0, 1, 4, 9]  # the keys are now remembered
+    fresh = _CountingCache()
+    assert squares.run(history=False, result_cache=fresh) == [0, 1, 4, 9]
+    assert fresh.reads == 4
+    assert len(fresh.entries) == 4

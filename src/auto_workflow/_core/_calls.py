@@ -191,6 +191,7 @@ class CallRunner:
         self._bare_run = placement is None and not self._observed and not gauged
         """Nothing in this run wraps a call: no cluster, middleware, tracer or gauge."""
         self._bare: dict[TaskLike, BareCall | None] = {}
+        self._memo_hits: dict[TaskLike, bool] = {}
 
     def close(self) -> None:
         """Shut down the thread pool this run started (process workers are shared)."""
@@ -227,6 +228,45 @@ class CallRunner:
             bare = self._bare_run and plain and opts.run_in is RunIn.ASYNC and not opts.persist
             known = self._bare[task] = BareCall(self, task) if bare else None
             return known
+
+    def lookup(
+        self, task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, tuple[Any] | None] | None:
+        """A cached call's entry, looked up without a coroutine: ``(key, (value,))`` on a
+        hit (counted and timed for the metrics as :meth:`call` counts it), ``(key, None)``
+        on a miss (finish the call with :meth:`call_missed`). ``None`` when this is not
+        such a call (not cached, a run something wraps, keyword arguments, a key function,
+        a key the memo does not know yet): make it with :meth:`call`."""
+        cached = self._memo_hits.get(task)
+        if cached is None:
+            opts = task.options
+            cached = bool(self._bare_run and opts.cache_ttl and opts.cache_key_fn is None)
+            self._memo_hits[task] = cached
+        if not cached or kwargs:
+            return None
+        start = perf_counter()
+        key = remembered_key(task, args)
+        if key is None:
+            return None
+        hit = self._lookup(task, key)
+        if hit is not None:
+            self._task_done(task.name, "cached", (perf_counter() - start) * 1000)
+        return key, hit
+
+    async def call_missed(
+        self, task: TaskLike, node: Any, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The rest of :meth:`call` after :meth:`lookup` missed ``key``: join an identical
+        call in flight or lead it; the value (or its TaskExecutionError), metered."""
+        start = perf_counter()
+        try:
+            value, how = await self._join_or_lead(task, node, key, args, kwargs)
+        except TaskExecutionError:
+            self._task_done(task.name, "failure", (perf_counter() - start) * 1000)
+            raise
+        result = "success" if how.__class__ is int else "cached"
+        self._task_done(task.name, result, (perf_counter() - start) * 1000)
+        return value
 
     async def _call_metered(
         self, task: TaskLike, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -253,7 +253,15 @@ class FlowRunner:
         args, kwargs = self.state.arguments(node)
         self._in_task += 1
         try:
-            value = await self._call(node, args, kwargs or {})  # a dict of its own
+            # With no subscriber to tell, a cache hit whose key the memo knows is served
+            # here, without a coroutine (CallRunner.lookup); anything else goes the long way.
+            found = None if self._events is not None else self.calls.lookup(node.task, args, kwargs)
+            if found is None:
+                value = await self._call(node, args, kwargs or {})  # a dict of its own
+            elif found[1] is not None:
+                value = found[1][0]
+            else:
+                value = await self.calls.call_missed(node.task, node, found[0], args, kwargs)
         except TaskExecutionError as err:
             self._on_failure(node, err)
             return
