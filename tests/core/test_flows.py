@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
+import threading
 import time
 from typing import Any
 
@@ -712,3 +714,59 @@ def test_positional_only_and_var_keyword_parameters_do_not_collide() -> None:
         return params
 
     assert body.run(3) == 3
+
+
+def test_the_collector_pauses_while_a_body_builds_and_resumes_however_it_ends() -> None:
+    seen: list[bool] = []
+
+    @flow
+    def watched(fail: bool) -> int:
+        seen.append(gc.isenabled())
+        if fail:
+            raise RuntimeError("body failed")
+        return add(1, 2)
+
+    assert gc.isenabled()
+    assert watched.run(False) == 3
+    with pytest.raises(RuntimeError, match="body failed"):
+        watched.run(True)
+    assert seen == [False, False]
+    assert gc.isenabled()
+
+
+def test_a_collector_turned_off_before_a_build_stays_off() -> None:
+    @flow
+    def small() -> int:
+        return add(1, 2)
+
+    gc.disable()
+    try:
+        assert small.run() == 3
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_builds_in_two_threads_share_one_pause() -> None:
+    inside, first_done = threading.Event(), threading.Event()
+    after_first: list[bool] = []
+
+    @flow
+    def slow_body() -> int:
+        inside.set()
+        first_done.wait(5)
+        after_first.append(gc.isenabled())  # the other build ended: still paused for us
+        return add(1, 1)
+
+    @flow
+    def quick_body() -> int:
+        return add(2, 2)
+
+    builder = threading.Thread(target=slow_body.build)
+    builder.start()
+    assert inside.wait(5)
+    quick_body.build()
+    first_done.set()
+    builder.join(5)
+    assert after_first == [False]
+    assert gc.isenabled()

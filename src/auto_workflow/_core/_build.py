@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import numbers
 import os
@@ -70,6 +71,39 @@ _building: ContextVar[Graph | None] = ContextVar("auto_workflow_building", defau
 
 _NOT_YET = object()
 """A run's output before it exists (``None`` is a valid output)."""
+
+
+# While a flow body builds its graph the cyclic garbage collector is paused: the graph only
+# grows (nothing in it is garbage yet), and each collection the growth triggers walks it
+# all again: a third of the time it took to build a million calls. Collection resumes
+# when the body returns, however it returns, and then runs as it would have. Builds in
+# several threads at once share one pause (the last to finish resumes); a collector that
+# was off before is left off.
+_PAUSE_LOCK = threading.Lock()
+_pause_holders = 0
+
+
+def _pause_collector() -> bool:
+    """Pause the cyclic collector for a build; True if this build holds a pause."""
+    global _pause_holders
+    with _PAUSE_LOCK:
+        if not _pause_holders:
+            if not gc.isenabled():
+                return False
+            gc.disable()
+        _pause_holders += 1
+        return True
+
+
+def _resume_collector(paused: bool) -> None:
+    """End a build's pause (see :func:`_pause_collector`)."""
+    global _pause_holders
+    if not paused:
+        return
+    with _PAUSE_LOCK:
+        _pause_holders -= 1
+        if not _pause_holders:
+            gc.enable()
 
 
 def _run_sync(work: Coroutine[Any, Any, T]) -> T:
@@ -476,9 +510,11 @@ class Flow(Generic[R]):
         graph = Graph(self.name)
         token = _building.set(graph)
         context = set_context(base)  # not use_context(): no generator per run
+        paused = _pause_collector()
         try:
             out = self.fn(*args, **kwargs)
         finally:
+            _resume_collector(paused)
             reset_context(context)
             _building.reset(token)
         if inspect.iscoroutine(out):
