@@ -1,4 +1,4 @@
-"""The graph state is pure: these tests drive it without an event loop."""
+"""The graph and its run state are pure: these tests drive them without an event loop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from auto_workflow import task
-from auto_workflow._core._graph import DONE, FAILED, RELEASED, SKIPPED, Graph, Group, RunState
+from auto_workflow._core._graph import Graph, Group
+from auto_workflow._core._state import DONE, FAILED, RELEASED, SKIPPED, RunState
 from auto_workflow.exceptions import PlaceholderMisuseError
 
 

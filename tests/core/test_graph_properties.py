@@ -17,19 +17,9 @@ from typing import Any
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from auto_workflow._core._graph import (
-    DONE,
-    FAILED,
-    READY,
-    RUNNING,
-    SKIPPED,
-    Graph,
-    Group,
-    Node,
-    Placeholder,
-    RunState,
-)
+from auto_workflow._core._graph import Graph, Group, Node, Placeholder
 from auto_workflow._core._model import TaskOptions
+from auto_workflow._core._state import DONE, FAILED, READY, RUNNING, SKIPPED, RunState
 
 
 @dataclass(frozen=True)

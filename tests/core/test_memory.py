@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from auto_workflow import fan_out, flow, task
-from auto_workflow._core._graph import RELEASED, Graph, RunState
+from auto_workflow._core._graph import Graph
+from auto_workflow._core._state import RELEASED, RunState
 from auto_workflow.exceptions import TaskExecutionError
 
 ROOT = Path(__file__).resolve().parents[2]

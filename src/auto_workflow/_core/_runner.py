@@ -34,17 +34,10 @@ from typing import Any
 
 from auto_workflow._core._calls import BareCall, CallRunner, call_with_events
 from auto_workflow._core._context import bind_run, reset_frame, set_node_frame, unbind_run
-from auto_workflow._core._graph import (
-    SKIPPED,
-    Graph,
-    Node,
-    RunState,
-    TaskLike,
-    iter_placeholders,
-    resolve,
-)
+from auto_workflow._core._graph import Graph, Node, TaskLike, iter_placeholders, resolve
 from auto_workflow._core._journal import Checkpoints, Expansions, RunJournal
 from auto_workflow._core._model import FailurePolicy
+from auto_workflow._core._state import SKIPPED, RunState
 from auto_workflow._execution._placement import Remote, localize
 from auto_workflow.exceptions import (
     AggregateTaskError,
