@@ -7,8 +7,11 @@ import os
 import subprocess
 import sys
 import tracemalloc
+import weakref
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from auto_workflow import fan_out, flow, task
 from auto_workflow._core._graph import Graph
@@ -180,3 +183,31 @@ def test_a_graph_holds_one_object_the_collector_walks_per_call() -> None:
     assert all(call is node for call, node in zip(calls, g.nodes, strict=True))
     gc.collect()
     assert not any(gc.is_tracked(node.args) for node in g.nodes)  # tuples of plain values
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_a_finished_runs_graph_is_freed_without_the_collector(
+    history: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A graph kept alive by a reference cycle would wait for a collection, and none runs
+    # while the next flow body builds: two graphs at once in a loop of big runs.
+    graphs: list[weakref.ref[Graph]] = []
+    made = RunState.__init__
+
+    def remember(self: RunState, graph: Graph, **options: Any) -> None:
+        graphs.append(weakref.ref(graph))
+        made(self, graph, **options)
+
+    monkeypatch.setattr(RunState, "__init__", remember)
+
+    @flow
+    def wide(n: int) -> int:
+        return total(fan_out(double, range(4, n)))
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert wide.run(50, history=history) > 0
+        assert graphs[0]() is None
+    finally:
+        gc.enable()

@@ -194,10 +194,16 @@ class CallRunner:
         self._memo_hits: dict[TaskLike, bool] = {}
 
     def close(self) -> None:
-        """Shut down the thread pool this run started (process workers are shared)."""
+        """Shut down the thread pool this run started (process workers are shared), and let
+        go of the run's journal and per-task calls: the runner refers to itself through the
+        methods it picked, so it is freed by the collector, not at once, and must not keep a
+        finished run's graph alive until then."""
         if self._thread is not None:
             self._thread.shutdown()
             self._thread = None
+        self.journal = None
+        self._bare.clear()
+        self._memo_hits.clear()
 
     def executor(self, run_in: RunIn) -> Executor:
         """The executor for ``run_in``; pools start on first use."""

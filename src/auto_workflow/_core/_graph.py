@@ -12,6 +12,7 @@ of one run of a graph is ``_core._state.RunState``.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
@@ -85,9 +86,12 @@ class Placeholder:
     value either: no truth tests, no ``==`` with other things, no ``str()``.
     """
 
-    __slots__ = ("_graph", "index")
+    __slots__ = ("_owner", "index")
 
-    _graph: Graph
+    _owner: weakref.ref[Graph]
+    """The graph this placeholder belongs to, weakly: a graph's nodes refer back to it
+    without a reference cycle, so a run's graph is freed as soon as the run lets go of it,
+    with no wait for the garbage collector."""
     index: int
     """The node's position in its graph (build order)."""
 
@@ -220,7 +224,7 @@ class Node(Placeholder):
         kwargs: dict[str, Any],
         deps: tuple[int, ...],
     ) -> None:
-        self._graph = graph
+        self._owner = graph._ref
         self.index = index
         self.task = task
         self.args = args
@@ -338,11 +342,13 @@ def _foreign(p: Placeholder) -> PlaceholderMisuseError:
 class Graph:
     """Nodes of one flow run, in build order (append-only)."""
 
-    __slots__ = ("__weakref__", "name", "nodes")
+    __slots__ = ("__weakref__", "_ref", "name", "nodes")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.nodes: list[Node] = []
+        self._ref = weakref.ref(self)
+        """What this graph's placeholders hold to name it (see Placeholder._owner)."""
 
     def add(
         self,
@@ -359,7 +365,7 @@ class Graph:
         for arg in args:  # _scan_args, inlined: this runs once per node built
             kind = type(arg)
             if kind in _HANDLES:
-                if arg._graph is not self:
+                if arg._owner is not self._ref:
                     raise _foreign(arg)
                 deps.append(arg.index)
                 found = True
@@ -410,7 +416,7 @@ class Graph:
 
     def own(self, p: Placeholder) -> int:
         """The index of ``p``, checking that it was made by this graph."""
-        if p._graph is not self:
+        if p._owner is not self._ref:
             raise _foreign(p)
         return p.index
 
@@ -420,7 +426,7 @@ class Graph:
         for arg in args:
             kind = type(arg)
             if kind in _HANDLES:
-                if arg._graph is not self:
+                if arg._owner is not self._ref:
                     raise _foreign(arg)
                 deps.append(arg.index)
                 found = True

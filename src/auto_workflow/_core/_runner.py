@@ -84,8 +84,6 @@ class FlowRunner:
         """Brings a result left on a cluster back here, to be checkpointed."""
         self.expansions = Expansions(len(graph.nodes))
         calls.journal = journal
-        if journal is not None or checkpoints is not None:
-            self._run_node = self._run_recorded_node  # type: ignore[method-assign]
         self.calls = calls
         self.policy = policy
         self._limit = max_concurrency if max_concurrency is not None else math.inf
@@ -104,8 +102,11 @@ class FlowRunner:
         self._bare: Callable[[TaskLike], BareCall | None] = (
             calls.bare if self._events is None else _never
         )
-        recorded = journal is not None or checkpoints is not None
-        self._streak = _never if recorded else self._bare
+        self._recorded = journal is not None or checkpoints is not None
+        """Each node goes by the journal (:meth:`_run_recorded_node`). A flag, not a method
+        stored on the runner: that would be a cycle keeping a finished run's graph alive
+        until the collector came round."""
+        self._streak = _never if self._recorded else self._bare
         self._ran = 0
         """Calls run by the workers so far: every _YIELD_EVERY-th, a worker yields."""
 
@@ -184,7 +185,10 @@ class FlowRunner:
                 if call is not None:
                     node = await self._run_bares(node, call)
                     continue
-                await self._run_node(node)
+                if self._recorded:
+                    await self._run_recorded_node(node)
+                else:
+                    await self._run_node(node)
                 self._ran += 1
                 if not self._ran % _YIELD_EVERY:
                     await asyncio.sleep(0)
