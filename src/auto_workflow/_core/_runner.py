@@ -221,7 +221,7 @@ class FlowRunner:
                 start = perf_counter()
                 error = None
                 try:
-                    value = fn(*args, **kwargs)
+                    value = fn(*args, **kwargs) if kwargs else fn(*args)
                     if awaits or isawaitable(value):
                         value = await value
                 except Exception as exc:  # noqa: BLE001 - the task's own failure, handled below

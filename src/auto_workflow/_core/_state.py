@@ -93,9 +93,10 @@ def _check_orderable(graph: Graph) -> None:
         )
 
 
-_Dependents = int | list[int] | None
-"""A node's dependents: ``None`` (none), one index, or a list of two or more. Most nodes have
-none or one, and an int costs no container of its own."""
+_Dependents = int | tuple[int, int] | list[int] | None
+"""A node's dependents: ``None`` (none), one index, a pair, or a list of three or more. Most
+nodes have none, one or two: an int costs no container of its own, and a pair of ints is a
+tuple the garbage collector stops tracking (a list it would walk in every collection)."""
 
 
 def _heap_key(node: Node) -> int:
@@ -181,7 +182,9 @@ class RunState:
                 if after is None:
                     dependents[d] = index
                 elif isinstance(after, int):
-                    dependents[d] = [after, index]
+                    dependents[d] = (after, index)
+                elif isinstance(after, tuple):
+                    dependents[d] = [*after, index]
                 else:
                     after.append(index)
                 backwards = backwards and 0 <= d < index
@@ -274,12 +277,17 @@ class RunState:
         self.results[index] = value
         self.unfinished -= 1
         after = self._dependents[index]
-        if after is not None:
-            remaining = self._remaining
-            for d in (after,) if isinstance(after, int) else after:
+        remaining = self._remaining
+        if isinstance(after, int):  # one dependant: no tuple made to loop over
+            left = remaining[after] - 1
+            remaining[after] = left
+            if not left and status[after] < DONE:  # its last dependency (and not skipped)
+                self._ready(after)
+        elif after is not None:
+            for d in after:
                 left = remaining[d] - 1
                 remaining[d] = left
-                if not left and status[d] < DONE:  # its last dependency (and not skipped)
+                if not left and status[d] < DONE:
                     self._ready(d)
         keep = self._keep
         if keep is not None and not self._consumers[index] and index not in keep:
