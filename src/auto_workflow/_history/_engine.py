@@ -13,6 +13,7 @@ scheduler's); a journal method never raises; the run's final status is flushed b
 
 from __future__ import annotations
 
+import bisect
 import os
 import socket
 import threading
@@ -212,9 +213,12 @@ class _Journal:
         "_declared_upto",
         "_durable",
         "_expansions",
+        "_firsts",
         "_graph",
         "_history",
+        "_hot",
         "_quiet",
+        "_ranges",
         "_retries",
         "_rows",
         "_run_id",
@@ -230,8 +234,11 @@ class _Journal:
         self._durable = durable
         self._expansions = Expansions(len(graph.nodes))
         self._retries: dict[int, tuple[int, float]] = {}
-        self._rows: dict[str, int] = {}
+        self._rows: dict[object, int] = {}  # itemised calls per task
         self._quiet: dict[int, float] = {}
+        self._ranges: list[tuple[int, int, Node]] = []  # expansions: (first, count, barrier)
+        self._firsts: list[int] = []  # their firsts, to bisect
+        self._hot: tuple[object, int, int, str, list[float]] | None = None
         self._summary: dict[tuple[str, str, str | None], list[float]] = {}
         built = len(graph.nodes)
         self._declared_upto = built if built <= UPFRONT else 0
@@ -246,15 +253,16 @@ class _Journal:
         self._writer.nodes_declared_lazily(self._run_id, _declaration(self._graph, node, origin))
 
     def task_started(self, node: Node, at: float) -> None:
-        if not self._durable and not node.is_barrier and node.index >= self._declared_upto:
-            name = node.task.name
-            seen = self._rows.get(name, 0)
+        index = node.index
+        if index >= self._declared_upto and not self._durable and not node.is_barrier:
+            task = node.task
+            seen = self._rows.get(task, 0)
             if seen >= ITEMISED:
-                self._quiet[node.index] = at
+                self._quiet[index] = at
                 return
-            self._rows[name] = seen + 1
+            self._rows[task] = seen + 1
         self._declare(node)
-        self._writer.task_started(self._run_id, node.index, at)
+        self._writer.task_started(self._run_id, index, at)
 
     def task_ended(
         self,
@@ -269,8 +277,7 @@ class _Journal:
         started = self._quiet.pop(node.index, None) if self._quiet else None
         if started is not None:
             if status in _PLAIN and retry is None and error is None and attempts <= 1:
-                origin = self._expansions.origin(node.index)
-                self._count(node.task.name, status, origin, started, at)
+                self._count(node, status, started, at)
                 return
             self._declare(node)  # an unusual outcome of a quiet call: itemised after all
             self._writer.task_started(self._run_id, node.index, started)
@@ -282,17 +289,42 @@ class _Journal:
         state = _TASK_STATUS[status]
         self._writer.task_ended(self._run_id, node.index, state, attempts, at, record, checkpoint)
 
-    def _count(
-        self, name: str, status: str, origin: tuple[Node, int] | None, started: float, ended: float
-    ) -> None:
-        fanout = None if origin is None else origin[0].id
-        entry = self._summary.get((name, status, fanout))
-        if entry is None:
-            self._summary[(name, status, fanout)] = [1.0, started, ended]
+    def _count(self, node: Node, status: str, started: float, ended: float) -> None:
+        """Count a quiet call into its summary row: (task, status, fan-out) and its span."""
+        index = node.index
+        hot = self._hot  # the row the last call went to: a fan-out's calls come in a run
+        if (
+            hot is not None
+            and hot[0] is node.task
+            and hot[1] <= index < hot[2]
+            and hot[3] == status
+        ):
+            entry = hot[4]
+            entry[0] += 1
+            if ended > entry[2]:
+                entry[2] = ended
             return
+        lo, hi, fanout = self._span(index)
+        key = (node.task.name, status, fanout)
+        entry = self._summary.get(key)
+        if entry is None:
+            entry = [0.0, started, ended]
+            self._summary[key] = entry
         entry[0] += 1
         entry[1] = min(entry[1], started)
         entry[2] = max(entry[2], ended)
+        self._hot = (node.task, lo, hi, status, entry)
+
+    def _span(self, index: int) -> tuple[int, int, str | None]:
+        """The index range of the build or the expansion ``index`` is in, and its fan-out."""
+        if index < self._expansions.built:
+            return 0, self._expansions.built, None
+        at = bisect.bisect_right(self._firsts, index) - 1
+        if at >= 0:
+            first, count, barrier = self._ranges[at]
+            if index < first + count:
+                return first, first + count, barrier.id
+        return index, index + 1, None  # not from an expansion we were told of
 
     def attempt_started(self, node: object, number: int, at: float) -> None:
         index = getattr(node, "index", None)
@@ -311,6 +343,8 @@ class _Journal:
 
     def expanded(self, barrier: Node, first: int, count: int) -> None:
         self._expansions.add(barrier, first)
+        self._ranges.append((first, count, barrier))
+        self._firsts.append(first)
 
     def finish(self, status: str, error: BaseException | None, at: float) -> None:
         self._write_summary()
