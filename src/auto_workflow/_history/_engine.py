@@ -299,10 +299,10 @@ class _Journal:
             and hot[1] <= index < hot[2]
             and hot[3] == status
         ):
-            entry = hot[4]
-            entry[0] += 1
-            if ended > entry[2]:
-                entry[2] = ended
+            row = hot[4]
+            row[0] += 1
+            if ended > row[2]:
+                row[2] = ended
             return
         lo, hi, fanout = self._span(index)
         key = (node.task.name, status, fanout)
