@@ -202,6 +202,27 @@ def test_runs_show_json_lists_failures_first_with_their_error(tmp_path: Path) ->
     assert "nope" in missing.stderr
 
 
+def test_runs_is_a_rich_table_on_a_terminal_and_plain_when_piped(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(
+        "from auto_workflow import flow, task\n\n"
+        "@task\ndef bad() -> int:\n    raise ValueError('no')\n\n"
+        "@flow(name='[red]nightly[/red]')\ndef f() -> int:\n    return bad()\n"
+    )
+    _cli(tmp_path, "run", "flows.py:f", "--run-id", "rich-1", "--no-progress")
+    terminal = {"TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "120"}
+    shown = _cli(tmp_path, "runs", **terminal)
+    assert shown.returncode == 0, shown.stderr
+    assert "\u2500" in shown.stdout  # the table's rule
+    assert "\x1b[1;31mfailed" in shown.stdout  # failed in bold red
+    assert "[red]nightly[/red]" in shown.stdout  # a name is text, never rich markup
+    piped = _cli(tmp_path, "runs", TTY_INTERACTIVE="0")  # whatever the outer terminal is
+    assert "\x1b" not in piped.stdout
+    assert piped.stdout.splitlines()[0].split() == [
+        *("RUN", "ID", "FLOW", "STATUS", "STARTED", "DURATION", "OK", "FAILED", "SKIPPED"),
+    ]
+    assert "rich-1  [red]nightly[/red]  failed" in piped.stdout
+
+
 # -- in process ------------------------------------------------------------------------------
 
 CALLS: list[int] = []

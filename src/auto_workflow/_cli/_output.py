@@ -54,6 +54,7 @@ __all__ = [
     "print_summary",
     "result_text",
     "rich_console",
+    "rich_table",
     "safe_text",
     "stdout_to_stderr",
     "summary_rows",
@@ -542,6 +543,43 @@ def _print_rich_summary(
         table.caption = _left_out_line(left_out)
     console.print(escape(title), style="bold", highlight=False)
     console.print(table)
+
+
+def rich_table(
+    header: list[str], rows: list[list[str]], *, status: int | None = None, right: int = 0
+) -> str | None:
+    """``rows`` as a ``rich`` table for stdout, or ``None`` when rich is not installed or
+    stdout is not an interactive terminal (scripts reading the output get the plain table).
+
+    Cells are shown as plain text (a ``[`` in a flow name is not markup); column ``status``
+    is coloured by its value; the last ``right`` columns (counts, durations) align right.
+    """
+    try:
+        from rich.console import Console  # optional extra (auto-workflow[cli])
+        from rich.table import Table
+        from rich.text import Text
+    except ImportError:
+        return None
+    console = Console()
+    if not console.is_interactive:
+        return None
+    table = Table(box=_rich_box(), header_style="bold", show_edge=False, pad_edge=False)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="right" if i >= len(header) - right else "left")
+    for row in rows:
+        cells = [Text(cell) for cell in row]
+        if status is not None:
+            cells[status].stylize(_STYLES.get(row[status], ""))
+        table.add_row(*cells)
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get().rstrip("\n")
+
+
+def _rich_box() -> Any:
+    from rich import box  # optional extra (auto-workflow[cli])
+
+    return box.SIMPLE_HEAD
 
 
 # -- live display ----------------------------------------------------------------------------
