@@ -314,3 +314,64 @@ def test_a_task_exposes_its_options_as_read_only_attributes() -> None:
         with pytest.raises(AttributeError):
             setattr(fetch_url, attribute, None)
     assert fetch_url.with_options(retries=5).retries == 5
+
+
+# -- calls that do not bind to the task's signature ------------------------------------------
+
+_MISFITS = [
+    pytest.param((1,), {}, "missing a required argument: 'b'", id="missing"),
+    pytest.param((1, 2, 3), {}, "too many positional arguments", id="too-many"),
+    pytest.param((1, 2), {"c": 3}, "unexpected keyword argument 'c'", id="unknown-keyword"),
+    pytest.param((1,), {"a": 2}, "multiple values for argument 'a'", id="twice"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "detail"), _MISFITS)
+def test_a_direct_call_that_does_not_bind_is_a_type_error_and_never_runs(
+    args: tuple[Any, ...], kwargs: dict[str, Any], detail: str
+) -> None:
+    ran: list[int] = []
+
+    @task(retries=3)
+    def pair(a: int, b: int) -> int:
+        ran.append(a)
+        return a + b
+
+    with pytest.raises(TypeError, match=detail) as info:
+        pair(*args, **kwargs)
+    assert type(info.value) is TypeError  # not a TaskExecutionError: no attempt was made
+    assert str(info.value).startswith("task 'pair' called with arguments that do not fit")
+    assert ran == []  # never called, so never retried
+
+
+@pytest.mark.parametrize(("args", "kwargs", "detail"), _MISFITS)
+async def test_run_async_with_arguments_that_do_not_bind_raises_before_running(
+    args: tuple[Any, ...], kwargs: dict[str, Any], detail: str
+) -> None:
+    ran: list[int] = []
+
+    @task(retries=3)
+    async def pair(a: int, b: int) -> int:
+        ran.append(a)
+        return a + b
+
+    with pytest.raises(TypeError, match=detail):
+        await pair.run_async(*args, **kwargs)
+    assert ran == []
+
+
+def test_keyword_only_and_variadic_signatures_are_checked_like_python_does() -> None:
+    @task
+    def load(path: str, *, limit: int = 10, **options: Any) -> tuple[Any, ...]:
+        return path, limit, options
+
+    assert load("a", limit=2, mode="r") == ("a", 2, {"mode": "r"})
+    assert load(path="b") == ("b", 10, {})
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        load("a", 2)
+    with pytest.raises(TypeError, match="missing a required argument: 'path'"):
+        load(limit=2)
+    # The same shapes again: remembered per shape, the answers do not change.
+    assert load("c", limit=3, mode="w") == ("c", 3, {"mode": "w"})
+    with pytest.raises(TypeError, match="missing a required argument: 'path'"):
+        load(limit=5)

@@ -133,23 +133,33 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
         self.options = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature, self._arity = _call_shape(fn)
+        self._misfits: dict[object, str | None] = {}
+        """Per call shape (positional count, keyword names): why it does not bind, or None."""
 
     def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise now, naming the task, if ``args`` and ``kwargs`` do not fit its signature.
+        """Raise TypeError now, naming the task, if ``args`` and ``kwargs`` do not bind to
+        its signature (wrong arity, an unknown keyword, a missing argument).
 
-        Used while a flow is built, so a wrong call fails the build instead of the run.
+        Called for every task call, in a flow body (so a wrong call fails the build, not
+        the run) and outside one (so it is never attempted, nor retried). Whether a call
+        binds depends only on how many positional arguments it has and which keywords, so
+        ``Signature.bind`` runs once per such shape; plain positional calls do not bind.
         """
         arity = self._arity
         if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
             return  # the common case, without binding
         if self._signature is None:
             return  # no signature to check against; the call itself will tell
-        try:
-            self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"task {self.name!r} called with arguments that do not fit: {exc}"
-            ) from None
+        shape = (len(args), *kwargs) if kwargs else len(args)
+        misfits = self._misfits
+        if shape in misfits:
+            why = misfits[shape]
+        else:
+            why = _bind_error(self._signature, args, kwargs)
+            if len(misfits) < _MAX_CALL_SHAPES:
+                misfits[shape] = why
+        if why is not None:
+            raise TypeError(f"task {self.name!r} called with arguments that do not fit: {why}")
 
     def __repr__(self) -> str:
         return f"<TaskDefinition {self.name!r} run_in={self.options.run_in.value!r}>"
@@ -165,15 +175,23 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
             if kwargs or arity is None or not arity[0] <= len(args) <= arity[1]:
                 self.check_call(args, kwargs)
             return cast(R, graph.add(self, args, kwargs))
-        return _run_sync(self.run_async(*args, **kwargs))
+        _check_no_placeholders(f"task {self.name!r}", args, kwargs)
+        self.check_call(args, kwargs)
+        return _run_sync(self._run_now(args, kwargs))
 
     async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task now and return its value; for async callers (``await t.run_async()``).
 
         Raises:
+            TypeError: the arguments do not bind to the task's signature (nothing runs).
             TaskExecutionError: (or a subclass) when the task finally fails.
         """
         _check_no_placeholders(f"task {self.name!r}", args, kwargs)
+        self.check_call(args, kwargs)
+        return await self._run_now(args, kwargs)
+
+    async def _run_now(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        """One direct call, as a run of its own."""
         plugins = DEFAULTS.snapshot()
         base = RunContext(
             run_id=new_run_id(), flow_name=None, params={}, artifact_store=plugins.store
@@ -245,6 +263,21 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
         if changes.get("tags", ()) is None:
             changes["tags"] = frozenset()
         return TaskDefinition(self.fn, replace(self.options, **changes))
+
+
+_MAX_CALL_SHAPES = 256
+"""Call shapes remembered per task (a bound on callers that build keyword sets on the fly)."""
+
+
+def _bind_error(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
+    """Why a call with these arguments does not bind to ``signature``; None if it does."""
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None
 
 
 def _call_shape(fn: Callable[..., Any]) -> tuple[inspect.Signature | None, tuple[int, int] | None]:
