@@ -50,6 +50,20 @@ async def fetch(url: str) -> bytes:
     return url.encode()
 
 
+def transient(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionError)
+
+
+@task(retries=3, retry_on=(ConnectionError, TimeoutError), retry_backoff_max=30.0)
+def download(url: str) -> bytes:
+    return url.encode()
+
+
+@task(retries=3, retry_on=transient)
+async def upload(data: bytes) -> int:
+    return len(data)
+
+
 def check() -> None:
     assert_type(add(1, 2), int)
     assert_type(fetch("x"), bytes)
@@ -130,6 +144,10 @@ def check_config_mapping() -> None:
 
 def check_task_attributes() -> None:
     assert_type(fetch.retries, int)
+    assert_type(download("x"), bytes)
+    assert_type(upload(b"x"), int)
+    assert download.retry_on == (ConnectionError, TimeoutError)
+    assert_type(download.retry_backoff_max, float | None)
     assert_type(fetch.timeout, float | None)
     assert_type(fetch.name, str)
     assert_type(fetch.tags, frozenset[str])

@@ -37,6 +37,7 @@ from auto_workflow._core._journal import RunSpec, installed_history
 from auto_workflow._core._model import (
     ArtifactRef,
     FailurePolicy,
+    RetryOn,
     RunIn,
     TaskOptionAttributes,
     TaskOptions,
@@ -358,6 +359,8 @@ def task(
     retries: int = 0,
     retry_backoff: float = 0.0,
     retry_jitter: float = 0.0,
+    retry_on: RetryOn | None = None,
+    retry_backoff_max: float | None = None,
     timeout: float | None = None,
     cache_ttl: int | None = None,
     cache_key_fn: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
@@ -375,6 +378,8 @@ def task(
     retries: int = 0,
     retry_backoff: float = 0.0,
     retry_jitter: float = 0.0,
+    retry_on: RetryOn | None = None,
+    retry_backoff_max: float | None = None,
     timeout: float | None = None,
     cache_ttl: int | None = None,
     cache_key_fn: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
@@ -395,6 +400,11 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         retry_backoff: Base seconds of exponential backoff: retry k sleeps
             ``retry_backoff * 2**(k-1)``.
         retry_jitter: Up to this many random seconds added to each backoff.
+        retry_on: Which failures are worth retrying: an exception type, a tuple of them,
+            or a predicate ``(exception) -> bool``; other errors fail at once (default:
+            every error is retried).
+        retry_backoff_max: Most seconds the exponential backoff may reach (jitter is added
+            after the cap; default: no cap).
         timeout: Seconds each attempt may take.
         cache_ttl: Seconds a successful result is reused from the result cache.
         cache_key_fn: ``(fn, args, kwargs) -> str`` replacing the default cache key.
@@ -440,6 +450,8 @@ _TASK_OPTIONS = frozenset(
         "retries",
         "retry_backoff",
         "retry_jitter",
+        "retry_on",
+        "retry_backoff_max",
         "timeout",
         "cache_ttl",
         "cache_key_fn",

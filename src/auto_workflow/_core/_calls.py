@@ -49,6 +49,7 @@ from auto_workflow.exceptions import (
 
 if TYPE_CHECKING:
     from auto_workflow._core._journal import RunJournal
+    from auto_workflow._core._model import TaskOptions
     from auto_workflow._core._plugins import Plugins
     from auto_workflow._execution._placement import Placement
 
@@ -440,16 +441,21 @@ class CallRunner:
             except Exception as exc:
                 if journal is not None:
                     journal.attempt_failed(node, attempt, started, time.time(), exc)
-                if attempt >= total or isinstance(exc, SerializationError):
-                    raise self._final_error(task, exc, attempt) from exc
+                if attempt >= total:
+                    raise self._final_error(task, exc, attempt, exhausted=True) from exc
+                if isinstance(exc, SerializationError) or not _worth_retrying(task, exc):
+                    raise self._final_error(task, exc, attempt, exhausted=False) from exc
                 self._on_retry(task, node, attempt, exc)
-                await asyncio.sleep(_backoff(opts.retry_backoff, opts.retry_jitter, attempt))
+                await asyncio.sleep(_backoff(opts, attempt))
                 attempt += 1
 
-    def _final_error(self, task: TaskLike, exc: BaseException, attempts: int) -> TaskExecutionError:
+    def _final_error(
+        self, task: TaskLike, exc: BaseException, attempts: int, *, exhausted: bool
+    ) -> TaskExecutionError:
+        """The task's error: ``exhausted`` when every configured retry was used."""
         if isinstance(exc, AttemptTimeoutError):
             return TimeoutError(task.name, exc, attempts)
-        if task.options.retries > 0:
+        if exhausted and task.options.retries > 0:
             return RetryExhaustedError(task.name, exc, attempts)
         return TaskExecutionError(task.name, exc, attempts)
 
@@ -596,12 +602,49 @@ def _attempt_began(journal: RunJournal | None, node: Any, attempt: int) -> float
     return started
 
 
-def _backoff(base: float, jitter: float, attempt: int) -> float:
-    """Seconds to sleep before retry ``attempt`` (1-based): base * 2**(k-1) + U(0, jitter)."""
-    delay = base * 2 ** (attempt - 1)
-    if jitter:
-        delay += random.uniform(0, jitter)
+def _backoff(opts: TaskOptions, attempt: int) -> float:
+    """Seconds to sleep before retry ``attempt`` (1-based): ``retry_backoff * 2**(k-1)``,
+    at most ``retry_backoff_max``, plus a uniform ``0..retry_jitter``."""
+    delay = 0.0
+    if opts.retry_backoff:
+        try:
+            delay = opts.retry_backoff * 2.0 ** (attempt - 1)
+        except OverflowError:  # a thousand retries and more: the doubling left the floats
+            delay = math.inf
+    cap = opts.retry_backoff_max
+    if cap is not None and delay > cap:
+        delay = cap
+    if opts.retry_jitter:
+        delay += random.uniform(0, opts.retry_jitter)
     return delay if math.isfinite(delay) else 0.0
+
+
+def _worth_retrying(task: TaskLike, exc: Exception) -> bool:
+    """Whether ``task``'s ``retry_on`` accepts ``exc`` (every error when it has none).
+
+    A timed-out attempt raises :class:`AttemptTimeoutError` (a builtin TimeoutError);
+    naming the task-level :class:`TimeoutError` in ``retry_on`` retries it too. A predicate
+    that raises is a bug of its own: logged, and the error is not retried.
+    """
+    rule = task.options.retry_on
+    if rule is None:
+        return True
+    if isinstance(rule, tuple):
+        if isinstance(exc, rule):
+            return True
+        return isinstance(exc, AttemptTimeoutError) and TimeoutError in rule
+    try:
+        return bool(rule(exc))
+    except Exception as bug:
+        logger.warning(
+            "task %r: its retry_on predicate raised %s: %s; %r is not retried",
+            task.name,
+            type(bug).__name__,
+            bug,
+            exc,
+            exc_info=bug,
+        )
+        return False
 
 
 async def call_with_events(
