@@ -178,7 +178,8 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
             return cast(R, graph.add(self, args, kwargs))
         _check_no_placeholders(f"task {self.name!r}", args, kwargs)
         self.check_call(args, kwargs)
-        return _run_sync(self._run_now(args, kwargs))
+        # On a loop of its own, where nothing else runs: holding it harms no one.
+        return _run_sync(self._run_now(args, kwargs, blocking_warning_ms=0.0))
 
     async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task now and return its value; for async callers (``await t.run_async()``).
@@ -189,15 +190,20 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
         """
         _check_no_placeholders(f"task {self.name!r}", args, kwargs)
         self.check_call(args, kwargs)
-        return await self._run_now(args, kwargs)
+        blocking = get_config().blocking_warning_ms  # on the caller's loop: it may matter
+        return await self._run_now(args, kwargs, blocking_warning_ms=blocking)
 
-    async def _run_now(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+    async def _run_now(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, blocking_warning_ms: float
+    ) -> R:
         """One direct call, as a run of its own."""
         plugins = DEFAULTS.snapshot()
         base = RunContext(
             run_id=new_run_id(), flow_name=None, params={}, artifact_store=plugins.store
         )
-        calls = CallRunner(base, plugins, DEFAULT_THREAD_WORKERS)
+        calls = CallRunner(
+            base, plugins, DEFAULT_THREAD_WORKERS, blocking_warning_ms=blocking_warning_ms
+        )
         try:
             events = calls.plugins.events
             node_id = f"{self.name}:direct"
@@ -791,13 +797,20 @@ async def _run_graph(
     limit = request.limit
     checkpoints = session.checkpoints
     fetch = localize if placement is not None and checkpoints is not None else None
-    calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS, placement)
+    config = get_config()
+    calls = CallRunner(
+        base,
+        plugins,
+        limit or DEFAULT_THREAD_WORKERS,
+        placement,
+        blocking_warning_ms=config.blocking_warning_ms,
+    )
     runner = FlowRunner(
         graph,
         calls,
         policy=request.policy,
         max_concurrency=limit,
-        max_dynamic_tasks=get_config().max_dynamic_tasks,
+        max_dynamic_tasks=config.max_dynamic_tasks,
         journal=session.journal,
         checkpoints=checkpoints,
         fetch=fetch,

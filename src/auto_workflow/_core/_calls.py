@@ -144,7 +144,11 @@ class CallRunner:
         plugins: Plugins,
         thread_workers: int,
         placement: Placement | None = None,
+        *,
+        blocking_warning_ms: float = 0.0,
     ) -> None:
+        """``blocking_warning_ms``: a plain function run on the loop that holds it this long
+        or longer is logged once per task of the run (0: never)."""
         self.base = base
         self.placement = placement
         """Where tasks run when the run has a backend (a Dask cluster); None: run_in alone."""
@@ -152,7 +156,9 @@ class CallRunner:
         self._thread_workers = thread_workers
         self._thread: ThreadExecutor | None = None
         self._process: ProcessExecutor | None = None
-        self._async = AsyncExecutor()
+        self._blocking_limit = blocking_warning_ms / 1000 if blocking_warning_ms > 0 else math.inf
+        self._blocked: set[str] = set()
+        self._async = AsyncExecutor(self._blocking_limit, self._call_blocked)
         self._observed = bool(plugins.middleware) or plugins.tracer is not None
         self._inflight = _inflight_table()
         self._cache_failed = False
@@ -508,20 +514,48 @@ class CallRunner:
         token = set_frame(TaskFrame(self.base, task.name, node, attempt))
         try:
             timeout = task.options.timeout
-            if timeout is None:
+            if task.is_async:
                 value = task.fn(*args, **kwargs)
-                return await value if task.is_async or inspect.isawaitable(value) else value
+                return await (value if timeout is None else _bounded(value, timeout))
             start = time.perf_counter()
-            value = task.fn(*args, **kwargs)
-            if task.is_async or inspect.isawaitable(value):
-                return await _bounded(value, timeout)
+            try:
+                value = task.fn(*args, **kwargs)
+            finally:
+                held = time.perf_counter() - start
+                if held >= self._blocking_limit:
+                    self.loop_blocked(task.name, _node_id(node), held)
+            if inspect.isawaitable(value):
+                return await (value if timeout is None else _bounded(value, timeout))
             # A plain function held the loop until it returned, so nothing could interrupt
             # it; an attempt that ran past its limit still fails, as soon as it is back.
-            if time.perf_counter() - start > timeout:
+            if timeout is not None and held > timeout:
                 raise AttemptTimeoutError(timeout)
             return value
         finally:
             reset_frame(token)
+
+    def _call_blocked(self, call: Call, seconds: float) -> None:
+        self.loop_blocked(call.task_name, call.context.node_id or "", seconds)
+
+    def loop_blocked(self, task_name: str, node_id: str, seconds: float) -> None:
+        """Log that a call of ``task_name`` held the event loop ``seconds``: once per task
+        per run, since a task that blocks once will block on every call."""
+        if task_name in self._blocked:
+            return
+        self._blocked.add(task_name)
+        logger.warning(
+            "task %r (%s) blocked the event loop for %.0f ms: a plain function with "
+            'run_in="async" (the default) runs on the loop thread, and no other task can '
+            'run meanwhile; use run_in="thread" (or "process" for CPU-bound work), or make '
+            "it async (flow %r, run %s; logged once per task per run; the config key "
+            "blocking_warning_ms=%g sets the threshold, 0 turns this off)",
+            task_name,
+            node_id,
+            seconds * 1000,
+            self.base.flow_name,
+            self.base.run_id,
+            self._blocking_limit * 1000,
+        )
 
     async def _observed_attempt(
         self, task: TaskLike, node_id: str, attempt: int, executor: Executor, call: Call
