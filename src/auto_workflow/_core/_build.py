@@ -970,9 +970,43 @@ def _check_run_keywords(fn: Callable[..., Any], name: str) -> None:
         )
 
 
+@overload
 def fan_out(
-    task_def: TaskDefinition[[T], R], iterable: Iterable[T], max_concurrency: int | None = None
-) -> list[R]:
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> list[R]: ...
+
+
+@overload
+def fan_out(
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: Literal[True],
+) -> list[R | TaskExecutionError]: ...
+
+
+@overload
+def fan_out(
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: bool,
+) -> list[R] | list[R | TaskExecutionError]: ...
+
+
+def fan_out(
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: bool = False,
+) -> list[R] | list[R | TaskExecutionError]:
     """Map ``task_def`` over ``iterable``.
 
     In a flow body: over a concrete iterable, one call per element (a list of placeholders);
@@ -984,19 +1018,35 @@ def fan_out(
         task_def: The task to call once per element.
         iterable: The elements, or a task result that will be a list of them.
         max_concurrency: How many of these calls may run at once (default: unbounded).
+        return_exceptions: A failed element's result is its :class:`TaskExecutionError`:
+            the tasks given the list (or an element) run with the error in its place, and
+            the failure does not fail the run. Default: a failure follows the run's
+            failure policy, and the list's consumers are skipped.
+
+    Raises:
+        TypeError: not a task, a task that cannot take one element, not an iterable.
     """
     if not isinstance(task_def, TaskDefinition):
         raise TypeError(f"fan_out needs a @task as its first argument; got {task_def!r}")
     limit = _check_max_concurrency(max_concurrency, f"fan_out({task_def.name}) max_concurrency")
+    if not isinstance(return_exceptions, bool):
+        raise TypeError(
+            f"fan_out({task_def.name}, ...): return_exceptions must be True or False; "
+            f"got {return_exceptions!r}"
+        )
     graph = _building.get()
     if graph is None:
-        return _fan_out_now(task_def, iterable, limit)
+        return _fan_out_now(task_def, iterable, limit, return_exceptions)
     task_def.check_call((None,), {})  # each call gets one element
     if isinstance(iterable, Placeholder):
-        return cast(list[R], graph.add_barrier(task_def, iterable, limit))
+        barrier = graph.add_barrier(task_def, iterable, limit, caught=return_exceptions)
+        return cast(list[R], barrier)
     _require_iterable(task_def, iterable)
     group = Group(limit) if limit is not None else None
-    return [cast(R, graph.add(task_def, (item,), {}, group=group)) for item in iterable]
+    return [
+        cast(R, graph.add(task_def, (item,), {}, group=group, caught=return_exceptions))
+        for item in iterable
+    ]
 
 
 def _require_iterable(task_def: TaskDefinition[Any, Any], iterable: object) -> None:
@@ -1012,14 +1062,16 @@ def _require_iterable(task_def: TaskDefinition[Any, Any], iterable: object) -> N
 
 
 def _fan_out_now(
-    task_def: TaskDefinition[[T], R], iterable: Iterable[T], limit: int | None
+    task_def: TaskDefinition[[T], R], iterable: Iterable[T], limit: int | None, caught: bool
 ) -> list[R]:
     """Outside a flow: run one call per element now, concurrently, and return the list."""
     _require_iterable(task_def, iterable)
     items = list(iterable)
 
     def body() -> list[R]:
-        return fan_out(task_def, items, max_concurrency=limit)
+        return cast(
+            list[R], fan_out(task_def, items, max_concurrency=limit, return_exceptions=caught)
+        )
 
     anonymous = Flow(body, f"fan_out({task_def.name})")
     return anonymous.run(max_concurrency=limit)
