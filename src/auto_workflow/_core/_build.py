@@ -798,13 +798,9 @@ async def _run_graph(
     checkpoints = session.checkpoints
     fetch = localize if placement is not None and checkpoints is not None else None
     config = get_config()
-    calls = CallRunner(
-        base,
-        plugins,
-        limit or DEFAULT_THREAD_WORKERS,
-        placement,
-        blocking_warning_ms=config.blocking_warning_ms,
-    )
+    threads = limit or DEFAULT_THREAD_WORKERS
+    blocking = config.blocking_warning_ms
+    calls = CallRunner(base, plugins, threads, placement, blocking_warning_ms=blocking)
     runner = FlowRunner(
         graph,
         calls,
