@@ -114,6 +114,49 @@ def test_expand_adds_children_and_barrier_ends_with_their_results() -> None:
     assert consumer.deps == (fan._index,)
 
 
+def test_a_caught_failure_is_its_result_and_its_dependants_still_run() -> None:
+    g = Graph("f")
+    group = Group(1)
+    first = g.add(A, (1,), {}, group=group, caught=True)
+    second = g.add(A, (2,), {}, group=group, caught=True)
+    consumer = g.add(A, ([first, second],), {})
+    state = RunState(g, keep=[consumer._index])
+    (a,) = state.pop_ready(5)  # the group lets one run at a time
+    error = ValueError("bad row")
+    state.catch(a, error)
+    assert state.status(a.index) == FAILED
+    assert state.results[a.index] is error
+    (b,) = state.pop_ready(5)  # leaving the group let the sibling in
+    state.done(b, 20)
+    (c,) = state.pop_ready(5)
+    assert c.index == consumer._index
+    assert state.results[first._index] is error  # failures are never released
+    state.started(c)
+    state.done(c, "summary")
+    assert state.finished
+
+
+def test_a_caught_barrier_ends_with_its_childrens_errors_in_place() -> None:
+    g = Graph("f")
+    src = g.add(A, (), {})
+    fan = g.add_barrier(B, src, None, caught=True)
+    g.add(A, (fan,), {})
+    state = RunState(g)
+    state.done(state.pop_ready(1)[0], [1, 2, 3])
+    (barrier,) = state.pop_ready(1)
+    children = state.expand(barrier, [1, 2, 3])
+    assert all(c.caught for c in children)
+    error = KeyError(2)
+    one, two, three = state.pop_ready(5)
+    state.done(one, 10)
+    state.catch(two, error)
+    state.done(three, 30)
+    assert state.status(fan._index) == DONE
+    assert state.results[fan._index] == [10, error, 30]
+    (consumer,) = state.pop_ready(5)
+    assert consumer.deps == (fan._index,)
+
+
 def test_empty_expansion_ends_the_barrier_at_once() -> None:
     g = Graph("f")
     src = g.add(A, (), {})

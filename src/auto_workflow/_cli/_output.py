@@ -289,11 +289,21 @@ class RunProgress:
         self._run_id: str | None = None
         self._start: float | None = None
         self._end: float | None = None
+        self._status: str | None = None
 
     @property
     def started(self) -> bool:
         """Whether the run's ``flow_started`` event has arrived (its graph was built)."""
         return self._start is not None
+
+    @property
+    def status(self) -> str | None:
+        """How the run ended, as its ``flow_completed`` event says (``None``: not yet).
+
+        ``"succeeded"`` with failed tasks is a run whose failures were all handled:
+        elements of ``fan_out(..., return_exceptions=True)``.
+        """
+        return self._status
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[RunProgress]:
@@ -328,6 +338,7 @@ class RunProgress:
             return
         if name == "flow_completed":
             self._end = time.perf_counter()
+            self._status = payload.get("status")
             return
         if name == "fanout_expanded":
             for node, task in payload.get("nodes", ()):

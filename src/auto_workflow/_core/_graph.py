@@ -14,6 +14,9 @@ a run starts (:class:`~auto_workflow.exceptions.CycleDetectedError` if it cannot
   ``max_concurrency`` waits in that group's own heap and re-enters the main heap when a
   sibling finishes;
 * a node ends exactly once: ``DONE``, ``FAILED`` or ``SKIPPED``;
+* a *caught* node (an element of ``fan_out(..., return_exceptions=True)``) that fails is
+  :meth:`RunState.catch`-ed: it ends ``FAILED`` with its error as its result, and its
+  dependants run with that error in its place instead of being skipped;
 * with ``keep`` given, a result is released (its slot holds :data:`RELEASED`) as soon as
   its last consumer has started (:meth:`RunState.started`), or when it is done if it has
   none, unless its node is in ``keep`` (the flow's outputs): each node counts the
@@ -106,6 +109,7 @@ class Node:
 
     __slots__ = (
         "args",
+        "caught",
         "children",
         "deps",
         "group",
@@ -129,6 +133,7 @@ class Node:
         group: Group | None = None,
         is_barrier: bool = False,
         needs_resolve: bool = True,
+        caught: bool = False,
     ) -> None:
         self.index = index
         self.task = task
@@ -139,6 +144,9 @@ class Node:
         self.group = group
         self.is_barrier = is_barrier
         self.needs_resolve = needs_resolve
+        # A task node: its failure is its result (see RunState.catch). A barrier: its
+        # children are caught.
+        self.caught = caught
         # For a barrier: (first child index, count) once expanded.
         self.children: tuple[int, int] | None = None
 
@@ -170,8 +178,12 @@ class Graph:
         *,
         after: Iterable[Placeholder] = (),
         group: Group | None = None,
+        caught: bool = False,
     ) -> Placeholder:
-        """Record one task call; placeholders anywhere in the arguments become dependencies."""
+        """Record one task call; placeholders anywhere in the arguments become dependencies.
+
+        ``caught``: a failure of this call is its result (see :meth:`RunState.catch`).
+        """
         deps: dict[int, None] = {}
         found = self._scan_args(args, deps)
         if kwargs:
@@ -188,12 +200,16 @@ class Graph:
             priority=task.options.priority,
             group=group,
             needs_resolve=found,
+            caught=caught,
         )
         self.nodes.append(node)
         return Placeholder(self, index)
 
-    def add_barrier(self, task: TaskLike, source: Placeholder, limit: int | None) -> Placeholder:
-        """Record a dynamic fan-out of ``task`` over the future result of ``source``."""
+    def add_barrier(
+        self, task: TaskLike, source: Placeholder, limit: int | None, *, caught: bool = False
+    ) -> Placeholder:
+        """Record a dynamic fan-out of ``task`` over the future result of ``source``;
+        ``caught``: each child's failure is its element of the list."""
         index = len(self.nodes)
         group = Group(limit) if limit is not None else None
         node = Node(
@@ -205,6 +221,7 @@ class Graph:
             priority=task.options.priority,
             group=group,
             is_barrier=True,
+            caught=caught,
         )
         self.nodes.append(node)
         return Placeholder(self, index)
@@ -625,10 +642,13 @@ class RunState:
             if group.waiting:
                 heapq.heappush(self._heap, heapq.heappop(group.waiting))
 
-    def done(self, node: Node, value: Any) -> None:
-        """Record ``node``'s result; dependents whose last dependency this was become ready."""
+    def done(self, node: Node, value: Any, ending: int = DONE) -> None:
+        """Record ``node``'s result; dependents whose last dependency this was become ready.
+
+        ``ending=FAILED`` is :meth:`catch`.
+        """
         self._leave_group(node)
-        self._end(node.index, DONE, value)
+        self._end(node.index, ending, value)
         stack = [node.index]
         nodes, remaining, status = self.graph.nodes, self._remaining, self._status
         while stack:
@@ -672,6 +692,13 @@ class RunState:
         keep = self._keep
         if keep is not None and index not in keep and self._status[index] == DONE:
             self.results[index] = RELEASED
+
+    def catch(self, node: Node, error: BaseException) -> None:
+        """Record a caught node's failure: it ends ``FAILED`` with ``error`` as its result,
+        and its dependants go on as after a success, receiving ``error`` in its place
+        (nothing is skipped). The runner decides which nodes are caught (``node.caught``).
+        """
+        self.done(node, error, FAILED)
 
     def fail(self, node: Node, error: BaseException) -> list[Node]:
         """Record ``node``'s failure; return every not-yet-ended descendant, now skipped.
@@ -722,6 +749,7 @@ class RunState:
                 priority=barrier.priority,
                 group=barrier.group,
                 needs_resolve=False,
+                caught=barrier.caught,
             )
             for i, item in enumerate(items)
         ]

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from auto_workflow._core._calls import CallRunner, call_with_events
@@ -32,7 +33,7 @@ from auto_workflow.exceptions import (
     UpstreamFailedError,
 )
 
-__all__ = ["FlowRunner", "text_fan_out_hint"]
+__all__ = ["CaughtFailure", "FlowRunner", "text_fan_out_hint"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,14 @@ _YIELD_EVERY = 64
 
 class _Abort(Exception):
     """Raised by a worker to make the TaskGroup cancel the others (fail-fast)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtFailure:
+    """A durable run's checkpoint of a caught failure (the error is the node's result),
+    told apart from a task that returned an exception object."""
+
+    error: TaskExecutionError
 
 
 class FlowRunner:
@@ -203,8 +212,10 @@ class FlowRunner:
         try:
             value, how = await self._call_how(node, args, kwargs)
         except TaskExecutionError as err:
+            # A caught failure is the node's result: a durable run keeps it like one.
+            saved = bool(key) and node.caught and self._save_caught(key, err)
             if journal is not None:
-                journal.task_ended(node, "failed", err.attempts, time.time(), err, False)
+                journal.task_ended(node, "failed", err.attempts, time.time(), err, saved)
             self._on_failure(node, err)
             return
         except asyncio.CancelledError:
@@ -240,12 +251,18 @@ class FlowRunner:
         if self.state.has_ready():
             self._want_worker()
 
+    def _save_caught(self, key: str, err: TaskExecutionError) -> bool:
+        assert self.checkpoints is not None
+        return self.checkpoints.save(key, CaughtFailure(err))
+
     def _restore(self, node: Node, key: str) -> bool:
         """Take ``node``'s result from its checkpoint, if it has one; True if it did."""
         assert self.checkpoints is not None
         hit = self.checkpoints.load(key)
         if hit is None:
             return False
+        if hit[0].__class__ is CaughtFailure:
+            return node.caught and self._restore_caught(node, hit[0].error)
         self.state.started(node)  # its arguments are not needed: it will not run
         now = time.time()
         if self.journal is not None:
@@ -261,7 +278,27 @@ class FlowRunner:
             self._want_worker()
         return True
 
+    def _restore_caught(self, node: Node, err: TaskExecutionError) -> bool:
+        """A caught failure checkpointed by the run being resumed: the same error again."""
+        self.state.started(node)
+        now = time.time()
+        if self.journal is not None:
+            self.journal.task_started(node, now)
+            self.journal.task_ended(node, "failed", err.attempts, now, err, True)
+        if self._events is not None:
+            payload = self.calls.payload(node.task, node.id, attempt=err.attempts)
+            self._events.emit("task_failed", {**payload, "duration_ms": 0.0, "error": repr(err)})
+        self._on_failure(node, err)
+        return True
+
     def _on_failure(self, node: Node, err: TaskExecutionError) -> None:
+        if node.caught and not node.is_barrier:
+            # An element of fan_out(..., return_exceptions=True): its error is its result,
+            # for its dependants, and the run goes on (docs/fan-out.md).
+            self.state.catch(node, err)
+            if self.state.has_ready():
+                self._want_worker()
+            return
         skipped = self.state.fail(node, err)
         self._errors.append(err)
         events = self._events
