@@ -79,6 +79,10 @@ __all__ = ["FsspecArtifactStore", "FsspecResultCache"]
 _EXTRA_OF = {"abfs": "adls", "abfss": "adls", "az": "adls", "s3": "s3", "s3a": "s3"}
 _USERINFO = re.compile(r"(?<=://)[^/@]*@")
 _CREATE_ATTEMPTS = 3
+_MEMORY_HINT = (
+    " (memory:// is the memory of one process: a process or Dask worker cannot see what "
+    "another process stored there; use object storage such as abfs:// or s3://)"
+)
 
 
 def _shown(url: str) -> str:
@@ -494,6 +498,7 @@ class FsspecArtifactStore:
         except FileNotFoundError:
             raise ArtifactNotFoundError(
                 f"no artifact {ref.key!r} in the fsspec artifact store at {_shown(self.url)}"
+                f"{_MEMORY_HINT if self.url.startswith('memory://') else ''}"
             ) from None
         except _UnloadableError as exc:
             raise SerializationError(
