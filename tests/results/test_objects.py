@@ -284,6 +284,8 @@ def test_repr_and_messages_show_no_storage_option_value_or_password(url: str) ->
     store = FsspecArtifactStore(where, storage_options={"account_key": secret})
     assert "account_key" in repr(cache)
     assert secret not in repr(cache) + repr(store)
+    assert "memory://user:***@" in repr(cache)
+    assert "c@acct" in repr(FsspecResultCache("memory://c@acct/x"))  # container@account form
     ref = store.put(1)
     with pytest.raises(ArtifactNotFoundError) as info:
         store.get(ArtifactRef("missing", "filesystem"))
@@ -292,6 +294,7 @@ def test_repr_and_messages_show_no_storage_option_value_or_password(url: str) ->
     with pytest.warns(CorruptEntryWarning) as caught, pytest.raises(ArtifactNotFoundError) as bad:
         store.get(ref)
     assert secret not in str(caught[0].message) + str(bad.value)
+    MEMORY.rm(where, recursive=True)
 
 
 @pytest.mark.parametrize("make", [FsspecResultCache, FsspecArtifactStore])

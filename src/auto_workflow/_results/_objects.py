@@ -77,7 +77,7 @@ from auto_workflow.exceptions import ArtifactNotFoundError, InvalidKeyError, Ser
 __all__ = ["FsspecArtifactStore", "FsspecResultCache"]
 
 _EXTRA_OF = {"abfs": "adls", "abfss": "adls", "az": "adls", "s3": "s3", "s3a": "s3"}
-_USERINFO = re.compile(r"(?<=://)[^/@]*@")
+_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/@]*@")  # user:password@ (not container@account)
 _CREATE_ATTEMPTS = 3
 _MEMORY_HINT = (
     " (memory:// is the memory of one process: a process or Dask worker cannot see what "
@@ -86,8 +86,8 @@ _MEMORY_HINT = (
 
 
 def _shown(url: str) -> str:
-    """``url`` fit for messages: a ``user:password@`` part is masked."""
-    return _USERINFO.sub("***@", url)
+    """``url`` fit for messages: the password of a ``user:password@`` part is masked."""
+    return _PASSWORD.sub(r"\1:***@", url)
 
 
 def _import_fsspec(url: str) -> Any:
@@ -132,7 +132,7 @@ class _Place:
     __slots__ = ("_fs", "_lock", "_pid", "_root", "options", "url")
 
     def __init__(self, url: object, options: Mapping[str, Any] | None, local: str) -> None:
-        if not is_fsspec_url(url):
+        if not isinstance(url, str) or not is_fsspec_url(url):
             raise ValueError(
                 f"url must be an fsspec URL such as 'abfs://container/prefix' or "
                 f"'memory://name'; got {url!r} (a local path or file:// URL: use {local})"
@@ -141,7 +141,6 @@ class _Place:
             raise TypeError(f"storage_options must be a mapping; got {type(options).__name__}")
         if options is not None and not all(isinstance(key, str) for key in options):
             raise TypeError("storage_options keys must be str (fsspec keyword arguments)")
-        assert isinstance(url, str)  # is_fsspec_url says so
         self.url = url.rstrip("/")
         self.options = dict(options or {})
         _check_protocols(self.url)
