@@ -1,13 +1,23 @@
 """A Dask worker in another process reads the artifacts a run persisted at an abfs:// URL
-(Azurite), where a memory:// store, this process's own, is out of its reach."""
+(Azurite), where a memory:// store, this process's own, is out of its reach.
+
+The cluster is a ``dask scheduler`` and a ``dask worker`` started here as processes of their
+own (a LocalCluster's worker processes would leave multiprocessing's resource tracker
+behind as a child of the test process)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,19 +39,49 @@ _DASK_THREADS = ("IO loop", "ThreadPoolExecutor", "Dask", "AsyncProcess")
 CLUSTER_PIDS: set[int] = set()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group (a nanny takes its worker along), then SIGKILL."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 @pytest.fixture(scope="module")
-def cluster_address() -> Iterator[str]:
-    """A LocalCluster whose one worker is a separate process."""
+def cluster_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and a worker, each a process of its own, started in a directory where the
+    tests cannot be imported (as on another machine); the scheduler's address."""
     distributed = need("distributed")
-    before = children_of()
-    # The scheduler serves HTTP whatever the dashboard setting, on 8787 unless told: a free
-    # port, as another test run on this machine may hold 8787 (a warning, so an error here).
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
-    ) as cluster:
-        CLUSTER_PIDS.update(children_of() - before)
-        yield cluster.scheduler_address
-    CLUSTER_PIDS.clear()
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    common: dict[str, Any] = {"cwd": tmp_path_factory.mktemp("cluster"), "env": env}
+    common["start_new_session"] = True
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    worker = [dask, "worker", address, "--nworkers", "1", "--nthreads", "1"]
+    procs = [subprocess.Popen([*scheduler, "--no-dashboard"], **common)]
+    try:
+        procs.append(subprocess.Popen([*worker, "--host", "127.0.0.1", "--no-dashboard"], **common))
+        CLUSTER_PIDS.update(p.pid for p in procs)
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        _stop(procs)
+        CLUSTER_PIDS.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -461,8 +461,9 @@ class FilesystemResultCache:
     trusted processes (see the module docstring).
 
     Args:
-        path: The directory; relative paths are resolved against the current directory
-            now. It is created on the first write.
+        path: The directory, or a ``file://`` URL of it; relative paths are resolved
+            against the current directory now. It is created on the first write. Another
+            URL (``abfs://``, ``s3://``...) is a ValueError: those are the fsspec classes'.
         clock: Wall-clock time in seconds, used for stored-at times, TTLs and the prune
             schedule (tests pass a fake).
         prune_interval: ``set`` runs :meth:`prune` at most once per this many seconds.
@@ -656,13 +657,14 @@ class FilesystemArtifactStore:
     Each artifact is one file, ``path/<key>``, written once under a fresh uuid4 key.
 
     Args:
-        path: The directory; relative paths are resolved against the current directory
-            now. It is created on the first write.
+        path: The directory, or a ``file://`` URL of it; relative paths are resolved
+            against the current directory now. It is created on the first write. Another
+            URL (``abfs://``, ``s3://``...) is a ValueError: those are the fsspec classes'.
         serializer: ``"pickle"`` (cloudpickle: any value, but unsafe on untrusted files) or
             ``"json"`` (JSON-native values only, round-tripped exactly; never unpickles).
 
     Raises:
-        ValueError: ``serializer`` is not one of the two.
+        ValueError: ``serializer`` is not one of the two, or ``path`` is an fsspec URL.
     """
 
     name = "filesystem"
