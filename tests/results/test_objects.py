@@ -138,6 +138,10 @@ def test_an_artifact_is_never_replaced(url: str, monkeypatch: pytest.MonkeyPatch
     assert second.key != first.key
     assert store.get(first) == "first"
     assert store.get(second) == "second"
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(first.key))  # every key taken
+    with pytest.raises(FileExistsError):
+        store.put("third")
+    assert store.get(first) == "first"
 
 
 def test_unpicklable_values_write_nothing(url: str) -> None:

@@ -443,17 +443,18 @@ class FsspecArtifactStore:
         return self._create(lambda ref: self._put_framed(ref, payload))
 
     def _create(self, write: Callable[[ArtifactRef], None]) -> ArtifactRef:
-        """``write`` under a fresh key, again under another if the key is taken (never)."""
-        for attempt in range(_CREATE_ATTEMPTS):
+        """``write`` under a fresh key, again under another if the key is taken (it never
+        is, short of a broken uuid source); the last attempt's FileExistsError is raised."""
+        for _ in range(_CREATE_ATTEMPTS - 1):
             ref = ArtifactRef(uuid.uuid4().hex, self.name)
             try:
                 write(ref)
             except FileExistsError:
-                if attempt + 1 == _CREATE_ATTEMPTS:
-                    raise
                 continue
             return ref
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        ref = ArtifactRef(uuid.uuid4().hex, self.name)
+        write(ref)
+        return ref
 
     def _put_framed(self, ref: ArtifactRef, payload: bytes) -> None:
         codec, key = _CODECS[self.serializer], ref.key.encode("ascii")
