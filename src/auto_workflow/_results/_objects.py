@@ -484,31 +484,33 @@ class FsspecArtifactStore:
         """
         path = self._path_of(ref)
         fs = self._place.filesystem()[0]
-        try:
-            return self._read_json(fs, path + _JSON_SUFFIX)
-        except FileNotFoundError:
-            pass  # not a json artifact: a framed one, or none
-        except _CorruptError as exc:
-            raise self._corrupt(ref, path + _JSON_SUFFIX, exc) from exc
-        try:
-            entry = entry_from_bytes(_cat(fs, path), _KIND_ARTIFACT)
-            if entry.key != ref.key.encode("ascii"):
-                raise _CorruptError("it holds a different key (misplaced object)")
-            return decode_artifact(entry, self.serializer)
-        except FileNotFoundError:
-            raise ArtifactNotFoundError(
-                f"no artifact {ref.key!r} in the fsspec artifact store at {_shown(self.url)}"
-                f"{_MEMORY_HINT if self.url.startswith('memory://') else ''}"
-            ) from None
-        except _UnloadableError as exc:
-            raise SerializationError(
-                f"artifact {ref.key!r} is stored intact at {self._place.shown(path)}, but "
-                f"{exc}; is the module that defines its type importable in this process?"
-            ) from exc.__cause__
-        except _CorruptError as exc:
-            raise self._corrupt(ref, path, exc) from exc
+        readers = [(path + _JSON_SUFFIX, self._read_json), (path, self._read_framed)]
+        if self.serializer == "pickle":
+            readers.reverse()  # the store's own format first: a hit costs one request
+        for where, read in readers:
+            try:
+                return read(fs, where, ref)
+            except FileNotFoundError:
+                continue  # not in this format: the other one, or none
+            except _UnloadableError as exc:
+                raise SerializationError(
+                    f"artifact {ref.key!r} is stored intact at {self._place.shown(where)}, but "
+                    f"{exc}; is the module that defines its type importable in this process?"
+                ) from exc.__cause__
+            except _CorruptError as exc:
+                raise self._corrupt(ref, where, exc) from exc
+        raise ArtifactNotFoundError(
+            f"no artifact {ref.key!r} in the fsspec artifact store at {_shown(self.url)}"
+            f"{_MEMORY_HINT if self.url.startswith('memory://') else ''}"
+        )
 
-    def _read_json(self, fs: Any, path: str) -> Any:
+    def _read_framed(self, fs: Any, path: str, ref: ArtifactRef) -> Any:
+        entry = entry_from_bytes(_cat(fs, path), _KIND_ARTIFACT)
+        if entry.key != ref.key.encode("ascii"):
+            raise _CorruptError("it holds a different key (misplaced object)")
+        return decode_artifact(entry, self.serializer)
+
+    def _read_json(self, fs: Any, path: str, ref: ArtifactRef) -> Any:
         payload = _cat(fs, path)
         try:
             line = _cat(fs, path + _SUM_SUFFIX)
