@@ -1,60 +1,71 @@
 """How one attempt runs in a worker process of a shared, healing pool.
 
 * :class:`ProcessExecutor` sends calls, pickled with ``cloudpickle``, to a
-  :class:`ProcessPool` of worker processes; one pool is shared by every run
-  (:func:`get_process_pool`, :func:`shutdown_process_pool`).
+  :class:`ProcessPool` of worker processes (:mod:`._worker`); one pool is shared by every
+  run (:func:`get_process_pool`, :func:`shutdown_process_pool`).
+
+Each event loop that uses the pool has a dispatcher. It queues the loop's calls, sends them
+in batches (all the frames for one worker in one ``sendmsg``, once per loop turn) and reads
+replies as they stream back, from the loop's own selector: no thread of ours in the
+parent. A worker is owned by one dispatcher while it has calls in flight and goes back to
+the pool when it drains.
 
 Invariants:
 
-* A worker process runs one call at a time and the parent knows which. A worker that dies
-  fails only that call (:class:`WorkerCrashedError`) and is replaced on demand; a cancelled
-  call's worker is killed. Every worker the pool starts is reaped (no zombies) and its
-  socket closed (no leaked fds).
-* Pool bookkeeping (idle workers, worker count, waiting callers) sits behind one
-  ``threading.Lock``, so one pool serves any number of event loops in any threads; a caller
-  waiting on another loop is handed its worker with ``call_soon_threadsafe``.
-* The parent never blocks its loop while a call runs: replies arrive through the loop's
-  ``sock_*`` methods, which register the socket with the loop only while they wait.
-* Nothing happens at import: threads, processes and the ``atexit`` hook start on first use.
+* A worker runs one call at a time, in the order they were sent, and the parent knows which
+  one runs: the oldest one not yet answered. Calls wait queued on a busy worker only while
+  the pool is at its cap and only as much as fits a small budget of expected work
+  (:data:`_BUDGET`, learned per task name from how long its calls took); a task not yet
+  measured, or slow, waits for a worker of its own.
+* A worker that dies fails only the call it was running (:class:`WorkerCrashedError`); the
+  calls queued behind it never started and go to another worker. Dead workers are replaced
+  on demand. Every worker the pool starts is reaped (no zombies), its socket closed.
+* Cancelling a call (a timeout, a cancelled run, Ctrl-C) that runs kills its worker; one
+  still queued on a worker is told not to start (the worker decides under its own lock, so
+  it either never starts or its process stops). A call's timeout starts when it becomes the
+  one its worker runs (``on_start``), never while it waits.
+* Pool bookkeeping (idle workers, slot count, waiting dispatchers) sits behind one
+  ``threading.Lock``, so one pool serves any number of event loops in any threads; a
+  dispatcher waiting on another loop is handed its worker with ``call_soon_threadsafe``. A
+  dispatcher stops feeding its workers while another loop waits for one, so loops take turns.
+* Log records written in a worker reach this process's logging (:mod:`._logs`).
+* Nothing happens at import: processes and the ``atexit`` hook start on first use.
 
-Wire protocol (parent <-> worker, over a ``socketpair``): a frame is an 8-byte big-endian
-length and that many bytes. A request is two frames, ``pickle.dumps(sys.path)`` (the worker
-adopts it, so functions pickled by reference import there) and ``cloudpickle.dumps(call)``;
-the worker answers with one frame, ``pickle.dumps((kind, payload, type_name, message,
-traceback))``, where ``kind`` is ``"ok"``, ``"raised"``, ``"result_unpicklable"`` or
-``"load_failed"``.
+Why a pool of our own rather than ``pebble.ProcessPool`` (measured side by side, see
+``bench/process_pools.py``): both kill runaway calls on timeout, isolate crashes and
+heal, but pebble runs one call per worker at a time through ``multiprocessing`` pipes and
+manager threads, and does not start a call's timeout only when the call starts; this pool
+streams calls to each worker, which is what makes thousands of tiny calls cheap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
-import importlib
+import enum
 import inspect
+import itertools
 import logging
 import os
 import pickle
-import queue
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
-import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
+from auto_workflow._core._context import RunContext
+from auto_workflow._execution import _wire
+from auto_workflow._execution._logs import LevelSnapshot, emit_forwarded, level_snapshot
 from auto_workflow._execution._protocol import (
     Call,
     OnStart,
-    call_to_completion,
     check_max_workers,
     safe_str,
     type_name,
@@ -65,156 +76,70 @@ __all__ = ["ProcessExecutor", "ProcessPool", "get_process_pool", "shutdown_proce
 
 logger = logging.getLogger(__name__)
 
+_BUDGET = 0.002
+"""Seconds of expected work a busy worker may have queued before it takes another call;
+also the estimate of a task never measured, so such a call is only queued on an idle worker."""
 
-_EXIT_GRACE = 5.0
+_MAX_DEPTH = 64
+"""The most calls in flight on one worker."""
+
+_EXIT_WAIT = 0.1
 """A worker whose socket closed is exiting; after this long it is killed anyway."""
 
 _REAP_TIMEOUT = 5.0
 """How long to wait for a stopped or killed worker to be reaped before giving up on it."""
 
-_HEADER = struct.Struct("!Q")
+_RECV_SIZE = 1 << 16
+_IOV_MAX = 512
 
 
-# -- in a process: the worker side ------------------------------------------------------------
+class _JobState(enum.Enum):
+    PENDING = enum.auto()  # queued in its dispatcher
+    SENT = enum.auto()  # in flight on a worker
+    DONE = enum.auto()  # answered, failed or dropped
 
 
-def _recv_exactly_blocking(sock: socket.socket, size: int) -> bytearray | None:
-    """Read ``size`` bytes; ``None`` when the peer closed the socket first."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            return None
-        got += n
-    return buf
+@dataclass(eq=False, slots=True)
+class _Job:
+    """One call on its way through the pool."""
 
-
-def _recv_frame_blocking(sock: socket.socket) -> bytearray | None:
-    header = _recv_exactly_blocking(sock, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    return _recv_exactly_blocking(sock, size)
-
-
-def _send_frame_blocking(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(_HEADER.pack(len(data)))
-    sock.sendall(data)
-
-
-def _pack_result(result: Any) -> bytes:
-    try:
-        payload = cloudpickle.dumps(result)
-    except Exception as exc:  # noqa: BLE001 - the parent raises SerializationError for it
-        detail = f"{type_name(exc)}: {safe_str(exc)}"
-        return pickle.dumps(("result_unpicklable", None, type_name(result), detail, ""))
-    return pickle.dumps(("ok", payload, type_name(result), "", ""))
-
-
-def _pack_exception(kind: str, exc: BaseException) -> bytes:
-    remote_tb = "".join(traceback.format_exception(exc))
-    payload: bytes | None
-    try:
-        payload = cloudpickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - the parent substitutes a RemoteTaskError
-        payload = None
-    return pickle.dumps((kind, payload, type_name(exc), safe_str(exc), remote_tb))
-
-
-def _follow_parent_path(path_frame: bytearray) -> None:
-    """Use the parent's current sys.path, so functions pickled by reference import here."""
-    path = pickle.loads(path_frame)
-    if sys.path != path:
-        sys.path[:] = path
-        importlib.invalidate_caches()
-
-
-def _serve(path_frame: bytearray, call_frame: bytearray) -> bytes:
-    """Run one pickled call in this worker; the reply never fails to pickle."""
-    try:
-        _follow_parent_path(path_frame)
-        call = cloudpickle.loads(call_frame)
-    except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code; report anything
-        return _pack_exception("load_failed", exc)
-    try:
-        result = call_to_completion(call)
-    except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the parent
-        return _pack_exception("raised", exc)
-    return _pack_result(result)
-
-
-def _flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to do
-                stream.flush()
-
-
-_Request = tuple[bytearray, bytearray]  # (sys.path frame, call frame)
-
-
-def _recv_request(sock: socket.socket) -> _Request | None:
-    try:
-        path_frame = _recv_frame_blocking(sock)
-        call_frame = None if path_frame is None else _recv_frame_blocking(sock)
-    except OSError:
-        return None
-    if path_frame is None or call_frame is None:
-        return None
-    return path_frame, call_frame
-
-
-def _read_requests(sock: socket.socket, requests: queue.SimpleQueue[_Request]) -> None:
-    """Worker reader thread: queue each request; exit the process when the parent is gone."""
-    while (request := _recv_request(sock)) is not None:
-        requests.put(request)
-    # The parent closed its end (shutdown) or died. Stop now, even in the middle of a call:
-    # nobody is left to receive its result, and runaway work must not linger.
-    os._exit(0)
-
-
-def _worker_main(fd: int) -> None:
-    """Entry point of a worker process started by :class:`ProcessPool` (not public API).
-
-    Serves one call at a time over the socket ``fd``. A reader thread takes requests off the
-    socket so that EOF (the parent shut the pool down or died) ends the process at once.
-    """
-    # Ctrl-C reaches the whole process group; the parent decides what to cancel.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.set_inheritable(fd, False)  # processes the task starts must not hold the socket open
-    sock = socket.socket(fileno=fd)
-    requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-    reader = threading.Thread(
-        target=_read_requests, args=(sock, requests), name="auto_workflow-reader", daemon=True
-    )
-    reader.start()
-    while True:
-        reply = _serve(*requests.get())
-        _flush_std_streams()  # the process may be killed later; do not lose the call's output
-        try:
-            _send_frame_blocking(sock, reply)
-        except OSError:  # the parent is gone
-            os._exit(0)
-
-
-# -- in a process: the parent side ------------------------------------------------------------
-
-
-class _WorkerGone(Exception):
-    """The worker's socket reached EOF or broke: the process died (internal)."""
+    id: int
+    task_name: str
+    context: RunContext
+    data: bytes
+    future: asyncio.Future[tuple[tuple[Any, ...], int]]
+    on_start: OnStart
+    state: _JobState = _JobState.PENDING
+    cancelled: bool = False
+    estimate: float = 0.0
+    worker: _Worker | None = None
 
 
 @dataclass(eq=False, slots=True)
 class _Worker:
     proc: subprocess.Popen[bytes]
     sock: socket.socket
-    task_name: str | None = None  # the call it runs now
+    inflight: deque[_Job] = field(default_factory=deque)  # oldest first: the running one
+    backlog: float = 0.0  # expected seconds of the calls in flight
+    out: deque[bytes | memoryview] = field(default_factory=deque)
+    inbox: bytearray = field(default_factory=bytearray)
+    path: list[str] | None = None  # the sys.path last sent
+    levels: LevelSnapshot | None = None  # the logger levels last sent
+    owner: _Dispatcher | None = None
+    writing: bool = False  # a writer callback is registered
+    dirty: bool = False  # frames appended during this flush
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def task_name(self) -> str | None:
+        """The task of the call it runs now."""
+        return self.inflight[0].task_name if self.inflight else None
+
+
+# -- starting and stopping worker processes ---------------------------------------------------
 
 
 def _parent_path() -> list[str]:
@@ -223,12 +148,12 @@ def _parent_path() -> list[str]:
 
 def _worker_command(fd: int) -> str:
     # SIGINT is ignored before anything slow happens; the parent's sys.path makes this
-    # package importable in the worker (each request then brings the current sys.path).
+    # package importable in the worker (it is sent again whenever it changes).
     return (
         "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         f"import sys; sys.path[:] = {_parent_path()!r}\n"
-        "from auto_workflow._execution._process import _worker_main\n"
-        f"_worker_main({fd})\n"
+        "from auto_workflow._execution._worker import worker_main\n"
+        f"worker_main({fd})\n"
     )
 
 
@@ -250,80 +175,47 @@ def _start_worker() -> _Worker:
     return _Worker(proc, parent_sock)
 
 
-def _reap(proc: subprocess.Popen[bytes], timeout: float = _REAP_TIMEOUT) -> None:
+def _reap(proc: subprocess.Popen[bytes], timeout: float = _REAP_TIMEOUT) -> int | None:
     """Wait for ``proc`` to exit, killing it if it takes longer than ``timeout``."""
     try:
-        proc.wait(timeout)
+        return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        try:
-            proc.wait(_REAP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            logger.warning("process worker pid %d did not exit after SIGKILL", proc.pid)
+    try:
+        return proc.wait(_REAP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        logger.warning("process worker pid %d did not exit after SIGKILL", proc.pid)
+        return None
 
 
-def _kill_and_reap(worker: _Worker) -> None:
+def _kill_and_reap(worker: _Worker) -> int | None:
     worker.sock.close()
     worker.proc.kill()  # a no-op once the process is reaped
     # Blocks the loop only as long as the kernel takes to tear down a SIGKILLed process.
-    _reap(worker.proc)
+    return _reap(worker.proc)
 
 
-def _forget_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Unregister ``sock`` from ``loop`` before it is closed (its fd number may be reused)."""
-    fd = sock.fileno()
-    if fd != -1:
-        loop.remove_reader(fd)
-        loop.remove_writer(fd)
-
-
-async def _recv_exactly(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
-) -> bytearray:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = await loop.sock_recv_into(sock, view[got:])
-        if n == 0:
-            raise _WorkerGone
-        got += n
-    return buf
-
-
-async def _request(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, frames: tuple[bytes, ...]
-) -> bytearray:
-    """Send a request's frames and wait for the reply frame without blocking the loop."""
-    try:
-        for frame in frames:
-            await loop.sock_sendall(sock, _HEADER.pack(len(frame)))
-            await loop.sock_sendall(sock, frame)
-        header = await _recv_exactly(loop, sock, _HEADER.size)
-        (size,) = _HEADER.unpack(header)
-        return await _recv_exactly(loop, sock, size)
-    except OSError as exc:  # EPIPE or ECONNRESET: the worker died
-        raise _WorkerGone from exc
-
-
-async def _wait_exit(proc: subprocess.Popen[bytes]) -> int:
-    """Wait, without blocking the loop, for a worker whose socket closed to finish exiting."""
-    deadline = time.monotonic() + _EXIT_GRACE
-    while (code := proc.poll()) is None:
-        if time.monotonic() > deadline:
-            proc.kill()
-            return proc.wait()
-        await asyncio.sleep(0.002)
-    return code
-
-
-def _describe_exit(returncode: int) -> str:
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "it did not exit"
     if returncode >= 0:
         return f"exit code {returncode}"
     try:
         return f"killed by {signal.Signals(-returncode).name}"
     except ValueError:
         return f"killed by signal {-returncode}"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
+    """Schedule ``callback`` on ``loop`` from any thread; False when the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
+
+
+# -- pickling a call and unpacking its reply ----------------------------------------------------
 
 
 def _positional_names(fn: Callable[..., Any]) -> list[str]:
@@ -357,7 +249,7 @@ def _pickles(value: object) -> bool:
 
 def _dump_call(call: Call) -> bytes:
     try:
-        data: bytes = cloudpickle.dumps(call)
+        data = _wire.encode_call(call)
     except Exception as exc:  # user __reduce__ code may raise anything
         culprits = (
             f"{label} of type {type_name(v)}" for label, v in _call_parts(call) if not _pickles(v)
@@ -386,9 +278,9 @@ def _add_note(error: BaseException, note: str) -> None:
         logger.debug("could not attach the remote traceback to a %s", type_name(error))
 
 
-def _unpack_reply(reply: bytearray, task_name: str, pid: int) -> Any:
+def _unpack_reply(reply: tuple[Any, ...], task_name: str, pid: int) -> Any:
     """Return the call's result, or raise what the worker reported."""
-    kind, payload, type_name, message, remote_tb = pickle.loads(reply)
+    kind, payload, type_name, message, remote_tb, _ = reply
     if kind == "ok":
         try:
             return cloudpickle.loads(payload)
@@ -412,28 +304,359 @@ def _unpack_reply(reply: bytearray, task_name: str, pid: int) -> Any:
     raise error
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
-    """Schedule ``callback`` on ``loop`` from any thread; False when the loop is closed."""
+def _closed_error() -> RuntimeError:
+    return RuntimeError("the process pool was shut down")
+
+
+def _settle(job: _Job, result: Any = None, error: BaseException | None = None) -> None:
+    """Give ``job`` its outcome, unless its caller gave up on it already."""
+    job.state = _JobState.DONE
+    job.worker = None
+    if job.future.done():
+        return
+    if error is None:
+        job.future.set_result(result)
+    else:
+        job.future.set_exception(error)
+
+
+# -- one loop's side: the dispatcher -----------------------------------------------------------
+
+
+class _Dispatcher:
+    """The calls of one event loop and the workers it owns; touched only on that loop."""
+
+    def __init__(self, pool: ProcessPool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.pending: deque[_Job] = deque()
+        self.owned: list[_Worker] = []
+        self.scheduled = False
+        self.waiting = False  # queued in the pool for a worker (guarded by the pool's lock)
+
+    def submit(self, job: _Job) -> None:
+        self.pending.append(job)
+        self._schedule()
+
+    def withdraw(self, job: _Job) -> None:
+        """The caller of ``job`` was cancelled: never start it, or stop it if it runs."""
+        job.cancelled = True
+        worker = job.worker
+        if job.state is _JobState.PENDING:
+            self._schedule()  # the flush drops it
+        if job.state is not _JobState.SENT or worker is None:
+            return
+        self._read(worker)  # its answer may be here already
+        if job.state is not _JobState.SENT:
+            return
+        if worker.inflight[0] is job:
+            name = job.task_name
+            logger.debug("killing process worker pid %d: %r was cancelled", worker.pid, name)
+            worker.proc.kill()
+            self._lose(worker)
+        else:
+            worker.out.append(_wire.header(_wire.CANCEL, job.id, 0))
+            self._write(worker)
+
+    def _schedule(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._flush)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Place the pending calls on workers and send each worker its frames at once."""
+        self.scheduled = False
+        if self.pool.closed:
+            self.close()
+            return
+        touched: list[_Worker] = []
+        while self.pending:
+            job = self.pending[0]
+            if job.cancelled:
+                self.pending.popleft()
+                _settle(job)
+                continue
+            try:
+                worker = self._place(job)
+            except OSError as exc:  # no process could be started: the call fails, not the loop
+                self.pending.popleft()
+                _settle(job, error=exc)
+                continue
+            if worker is None:
+                break
+            self.pending.popleft()
+            self._send(worker, job, touched)
+        for worker in touched:
+            worker.dirty = False
+            self._write(worker)
+        if self.pending:
+            self.pool.take_or_wait(self)
+        else:
+            self.pool.stop_waiting(self)
+        if not self.pending or self.pool.others_wait(self):
+            self._release_drained()
+
+    def _place(self, job: _Job) -> _Worker | None:
+        """An idle worker of ours, a worker of the pool, or (within the budget) a busy one.
+        While another loop waits for a worker, ours only drain, so that it gets one."""
+        if self.pool.others_wait(self):
+            return None
+        for worker in self.owned:
+            if not worker.inflight:
+                return worker
+        taken = self.pool.take()
+        if taken is not None:
+            self.adopt(taken)
+            return taken
+        if not self.owned:
+            return None
+        job.estimate = self.pool.estimate(job.task_name)
+        best = min(self.owned, key=_backlog)
+        if len(best.inflight) < _MAX_DEPTH and best.backlog + job.estimate <= _BUDGET:
+            return best
+        return None
+
+    def _send(self, worker: _Worker, job: _Job, touched: list[_Worker]) -> None:
+        if not worker.dirty:
+            worker.dirty = True
+            touched.append(worker)
+            self._sync(worker)
+        if not job.estimate:
+            job.estimate = self.pool.estimate(job.task_name)
+        job.state = _JobState.SENT
+        job.worker = worker
+        worker.inflight.append(job)
+        worker.backlog += job.estimate
+        worker.out.append(_wire.header(_wire.CALL, job.id, len(job.data)))
+        worker.out.append(job.data)
+        if len(worker.inflight) == 1:
+            _began(job)
+
+    def _sync(self, worker: _Worker) -> None:
+        """Bring the worker's sys.path and logger levels up to date, before its next call."""
+        path = _parent_path()
+        if worker.path != path:
+            worker.path = path
+            body = pickle.dumps(path)
+            worker.out.append(_wire.header(_wire.PATH, 0, len(body)))
+            worker.out.append(body)
+        levels = level_snapshot()
+        if worker.levels != levels:
+            worker.levels = levels
+            body = pickle.dumps(levels)
+            worker.out.append(_wire.header(_wire.LEVELS, 0, len(body)))
+            worker.out.append(body)
+
+    def _write(self, worker: _Worker) -> None:
+        """Send what the socket takes now; the rest when it is writable again."""
+        try:
+            _send_some(worker)
+        except OSError:  # EPIPE or ECONNRESET: the worker died
+            self._read(worker, gone=True)
+            return
+        if worker.out and not worker.writing:
+            self.loop.add_writer(worker.sock.fileno(), self._write, worker)
+            worker.writing = True
+        elif not worker.out and worker.writing:
+            self.loop.remove_writer(worker.sock.fileno())
+            worker.writing = False
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _read(self, worker: _Worker, *, gone: bool = False) -> None:
+        """Take what the worker sent and act on each whole frame; EOF means it died."""
+        if worker.owner is not self:
+            return  # lost already (a cancellation handled it in this same turn)
+        try:
+            while not gone:
+                chunk = worker.sock.recv(_RECV_SIZE)
+                worker.inbox += chunk
+                gone = not chunk
+                if len(chunk) < _RECV_SIZE:
+                    break
+        except BlockingIOError:
+            pass  # drained
+        except OSError:  # ECONNRESET: the worker died
+            gone = True
+        self._frames(worker)
+        if gone:
+            self._lose(worker)
+
+    def _frames(self, worker: _Worker) -> None:
+        buf = worker.inbox
+        size_of_header = _wire.HEADER.size
+        offset = 0
+        while len(buf) - offset >= size_of_header:
+            kind, call_id, size = _wire.HEADER.unpack_from(buf, offset)
+            end = offset + size_of_header + size
+            if len(buf) < end:
+                break
+            body = bytes(buf[offset + size_of_header : end])
+            offset = end
+            self._frame(worker, kind, call_id, body)
+        if offset:
+            del buf[:offset]
+
+    def _frame(self, worker: _Worker, kind: int, call_id: int, body: bytes) -> None:
+        if kind == _wire.LOG:
+            job = next((j for j in worker.inflight if j.id == call_id), None)
+            emit_forwarded(body, None if job is None else job.context)
+            return
+        if not worker.inflight or worker.inflight[0].id != call_id:
+            logger.error("process worker pid %d broke the protocol; killing it", worker.pid)
+            worker.proc.kill()
+            return  # the EOF that follows fails or requeues its calls
+        job = worker.inflight.popleft()
+        worker.backlog -= job.estimate
+        if kind == _wire.REPLY:
+            reply = pickle.loads(body)  # builtins only: the result itself stays pickled
+            self.pool.learn(job.task_name, reply[-1])
+            _settle(job, (reply, worker.pid))
+        else:
+            _settle(job)  # skipped: it was cancelled before it started
+        if worker.inflight:
+            _began(worker.inflight[0])
+        self._schedule()
+
+    def _lose(self, worker: _Worker) -> None:
+        """The worker died or was killed: fail the call it ran (unless that call was
+        cancelled), send the calls queued behind it elsewhere, free its slot."""
+        returncode = _finish_exit(worker.proc)
+        head = worker.inflight.popleft() if worker.inflight else None
+        rest = [job for job in worker.inflight if not job.cancelled]
+        worker.inflight.clear()
+        self._disown(worker)
+        worker.sock.close()
+        self.pool.discard(worker)
+        if head is not None and not head.cancelled:
+            _settle(head, error=_crash_error(head.task_name, worker.pid, returncode))
+        elif head is not None:
+            _settle(head)
+        for job in reversed(rest):
+            job.state = _JobState.PENDING
+            job.worker = None
+            self.pending.appendleft(job)
+        self._schedule()
+
+    # -- owning workers -----------------------------------------------------------------------
+
+    def adopt(self, worker: _Worker) -> None:
+        worker.owner = self
+        self.owned.append(worker)
+        self.loop.add_reader(worker.sock.fileno(), self._read, worker)
+
+    def _disown(self, worker: _Worker) -> None:
+        worker.owner = None
+        self.owned.remove(worker)
+        fd = worker.sock.fileno()
+        if fd != -1:
+            self.loop.remove_reader(fd)
+            if worker.writing:
+                self.loop.remove_writer(fd)
+        worker.writing = False
+
+    def _release_drained(self) -> None:
+        """Give the workers with nothing in flight back to the pool."""
+        for worker in [w for w in self.owned if not w.inflight and not w.out]:
+            self._disown(worker)
+            self.pool.pass_on(worker)
+        if not self.owned:
+            self.pool.forget(self)
+
+    def granted(self, worker: _Worker | None) -> None:
+        """On this loop: the pool handed over a worker, or (``None``) a slot to start one."""
+        self._schedule()
+        if worker is not None and worker.proc.poll() is not None:
+            how = _describe_exit(worker.proc.returncode)
+            logger.warning("process worker pid %d died while idle (%s)", worker.pid, how)
+            self.pool.drop(worker)
+            return
+        if self.pool.closed or not any(not job.cancelled for job in self.pending):
+            self.pool.pass_on(worker)
+            return
+        if worker is None:
+            try:
+                worker = self.pool.start_in_slot()
+            except OSError as exc:  # no process could be started: the call fails
+                _settle(self.pending.popleft(), error=exc)
+                return
+        if worker is not None:
+            self.adopt(worker)
+
+    def close(self) -> None:
+        """The pool was shut down: kill our workers, fail every call not answered yet."""
+        for worker in list(self.owned):
+            worker.proc.kill()
+            self._lose(worker)
+        while self.pending:
+            job = self.pending.popleft()
+            _settle(job, error=None if job.cancelled else _closed_error())
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        loop.call_soon_threadsafe(callback, *args)
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return None
 
 
-def _fail_closed(waiter: asyncio.Future[_Worker | None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(RuntimeError("the process pool was shut down"))
+def _backlog(worker: _Worker) -> float:
+    return worker.backlog
 
 
-_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[_Worker | None]]
+def _began(job: _Job) -> None:
+    """``job`` is now the call its worker runs (or runs next)."""
+    if job.on_start is not None:
+        job.on_start()
+
+
+def _send_some(worker: _Worker) -> None:
+    """Send queued frames until the socket would block (raises OSError if it broke)."""
+    out = worker.out
+    while out:
+        buffers = list(itertools.islice(out, _IOV_MAX))
+        try:
+            sent = worker.sock.sendmsg(buffers)
+        except BlockingIOError:
+            return
+        while sent:
+            first = out[0]
+            if sent >= len(first):
+                sent -= len(first)
+                out.popleft()
+            else:
+                out[0] = memoryview(first)[sent:]
+                return
+
+
+def _finish_exit(proc: subprocess.Popen[bytes]) -> int | None:
+    """The exit status of a worker whose socket closed (killed if it lingers)."""
+    try:
+        return proc.wait(_EXIT_WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    return _reap(proc)
+
+
+def _crash_error(task_name: str, pid: int, returncode: int | None) -> WorkerCrashedError:
+    message = (
+        f"task {task_name!r}: its worker process (pid {pid}) died while running it "
+        f"({_describe_exit(returncode)})"
+    )
+    logger.warning("%s", message)
+    return WorkerCrashedError(message)
+
+
+# -- the pool ------------------------------------------------------------------------------------
 
 
 class ProcessPool:
-    """Worker processes that run pickled calls, one call per worker at a time.
+    """Worker processes that run pickled calls, streamed to each worker in order.
 
-    Workers start on demand (up to ``max_workers``), are reused after a call and replaced
-    when one dies. One pool can serve several event loops in several threads.
+    Workers start on demand (up to ``max_workers``), are reused and replaced when one dies.
+    One pool can serve several event loops in several threads.
 
     Attributes:
         max_workers: The most worker processes alive at once.
@@ -443,12 +666,15 @@ class ProcessPool:
         self.max_workers = check_max_workers(
             max_workers if max_workers is not None else (os.cpu_count() or 1)
         )
+        self.closed = False
         self._lock = threading.Lock()
+        self._workers: set[_Worker] = set()  # every live worker, idle or owned
         self._idle: list[_Worker] = []
-        self._busy: set[_Worker] = set()  # handed out: running a call or being handed over
-        self._count = 0  # worker slots taken: idle + busy + being started
-        self._waiters: deque[_Waiter] = deque()
-        self._closed = False
+        self._count = 0  # worker slots taken: live workers + being started
+        self._waiters: deque[_Dispatcher] = deque()
+        self._dispatchers: dict[asyncio.AbstractEventLoop, _Dispatcher] = {}
+        self._estimates: dict[str, float] = {}
+        self._ids = itertools.count(1)
 
     async def run(self, call: Call, on_start: OnStart = None) -> Any:
         """Run ``call`` in a worker process and return its result.
@@ -457,26 +683,31 @@ class ProcessPool:
             SerializationError: an argument, the result or the call cannot be pickled.
             WorkerCrashedError: the worker died while running the call.
             RuntimeError: the pool was shut down.
-            asyncio.CancelledError: when cancelled; the worker is killed first.
+            asyncio.CancelledError: when cancelled; a worker running the call is killed.
             BaseException: what the function raised, as the same type when it pickles (with
                 the remote traceback in a note), else as :class:`RemoteTaskError`.
         """
         data = _dump_call(call)
-        worker = await self._acquire()
-        if on_start is not None:
-            on_start()
-        worker.task_name = call.task_name
-        reply = await self._exchange(worker, data, call.task_name)
-        return _unpack_reply(reply, call.task_name, worker.pid)
+        loop = asyncio.get_running_loop()
+        dispatcher = self._dispatcher(loop)
+        future: asyncio.Future[tuple[tuple[Any, ...], int]] = loop.create_future()
+        job = _Job(next(self._ids), call.task_name, call.context, data, future, on_start)
+        dispatcher.submit(job)
+        try:
+            reply, pid = await job.future
+        except asyncio.CancelledError:
+            dispatcher.withdraw(job)
+            raise
+        return _unpack_reply(reply, call.task_name, pid)
 
     def worker_pids(self) -> list[int]:
         """The process ids of the workers alive now (idle or busy)."""
         with self._lock:
-            return sorted(w.pid for w in [*self._idle, *self._busy])
+            return sorted(w.pid for w in self._workers)
 
     def resize(self, max_workers: int) -> None:
         """Change :attr:`max_workers`: waiting calls may start workers at once when it grows;
-        idle workers above the new cap stop now, busy ones when their call ends."""
+        idle workers above the new cap stop now, busy ones when their calls end."""
         check_max_workers(max_workers)
         with self._lock:
             self.max_workers = max_workers
@@ -485,168 +716,182 @@ class ProcessPool:
             surplus = self._idle[: max(0, self._count - max_workers)]
             del self._idle[: len(surplus)]
             self._count -= len(surplus)
+            self._workers.difference_update(surplus)
         for _ in range(grants):
-            self._pass_on(None)
+            self.pass_on(None)
         for worker in surplus:
             _kill_and_reap(worker)
 
     def shutdown(self) -> None:
         """Stop every worker and wait for it to exit; idempotent.
 
-        Idle workers exit when their socket closes; busy ones are killed, so their calls
-        fail with :class:`WorkerCrashedError`; waiting calls fail with ``RuntimeError``.
+        Idle workers exit when their socket closes; busy ones are killed, so their running
+        calls fail with :class:`WorkerCrashedError`; the others fail with ``RuntimeError``.
         """
         with self._lock:
-            self._closed = True
-            idle, busy, waiters = self._idle[:], list(self._busy), list(self._waiters)
+            self.closed = True
+            workers, idle = list(self._workers), self._idle[:]
+            dispatchers = [*self._dispatchers.values(), *self._waiters]
             self._idle.clear()
-            self._busy.clear()
             self._waiters.clear()
-        for loop, waiter in waiters:
-            _call_soon(loop, _fail_closed, waiter)
-        for worker in busy:
-            logger.info("killing process worker pid %d running %r", worker.pid, worker.task_name)
-            worker.proc.kill()  # its caller sees EOF and closes the socket
+            self._dispatchers.clear()
+        here = _running_loop()
+        for dispatcher in dict.fromkeys(dispatchers):
+            if dispatcher.loop is here:
+                dispatcher.close()
+            else:
+                _call_soon(dispatcher.loop, dispatcher.close)
+        for worker in workers:
+            if worker not in idle and worker.proc.poll() is None:
+                name = worker.task_name
+                logger.info("killing process worker pid %d running %r", worker.pid, name)
+                worker.proc.kill()  # its loop sees EOF and closes the socket
         for worker in idle:
             worker.sock.close()  # EOF: the worker exits by itself
-        deadline = time.monotonic() + _REAP_TIMEOUT
-        for worker in idle + busy:
-            _reap(worker.proc, max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            _reap(worker.proc)
 
-    async def _acquire(self) -> _Worker:
-        """An idle worker, a new one below the cap, or the next one freed."""
+    # -- for dispatchers (on their loop) ------------------------------------------------------
+
+    def _dispatcher(self, loop: asyncio.AbstractEventLoop) -> _Dispatcher:
+        dispatcher = self._dispatchers.get(loop)
+        if dispatcher is None or self.closed:
+            with self._lock:
+                if self.closed:
+                    raise _closed_error()
+                dispatcher = self._dispatchers.setdefault(loop, _Dispatcher(self, loop))
+        return dispatcher
+
+    def forget(self, dispatcher: _Dispatcher) -> None:
+        """``dispatcher`` owns no worker now; drop it unless it still has work queued."""
+        with self._lock:
+            if dispatcher.pending or dispatcher.waiting or dispatcher.owned:
+                return
+            if self._dispatchers.get(dispatcher.loop) is dispatcher:
+                del self._dispatchers[dispatcher.loop]
+
+    def estimate(self, task_name: str) -> float:
+        """Expected seconds of a call of ``task_name``; the whole budget if never measured."""
+        return self._estimates.get(task_name, _BUDGET)
+
+    def learn(self, task_name: str, seconds: float) -> None:
+        """Fold a call's duration into its task's estimate: up at once, down slowly."""
+        known = self._estimates.get(task_name)
+        if known is None or seconds > known:
+            self._estimates[task_name] = seconds
+        else:
+            self._estimates[task_name] = 0.9 * known + 0.1 * seconds
+
+    def others_wait(self, dispatcher: _Dispatcher) -> bool:
+        """Whether another loop waits for a worker (then ours should drain and pass on)."""
+        waiting = len(self._waiters)
+        return waiting > 1 or (waiting == 1 and not dispatcher.waiting)
+
+    def take(self) -> _Worker | None:
+        """An idle worker, or a new one below the cap; ``None`` at the cap.
+
+        Raises:
+            OSError: no worker process could be started.
+        """
+        if self._count >= self.max_workers and not self._idle:
+            return None  # the common case when busy, without the lock
         while True:
-            worker = await self._idle_or_new()
+            with self._lock:
+                if self.closed:
+                    return None
+                if self._idle:
+                    worker = self._idle.pop()
+                elif self._count < self.max_workers:
+                    self._count += 1
+                    break
+                else:
+                    return None
             if worker.proc.poll() is None:
                 return worker
             how = _describe_exit(worker.proc.returncode)
             logger.warning("process worker pid %d died while idle (%s)", worker.pid, how)
-            self._retire(worker, None)
+            self.drop(worker)
+        return self.start_in_slot()
 
-    async def _idle_or_new(self) -> _Worker:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[_Worker | None] | None = None
+    def take_or_wait(self, dispatcher: _Dispatcher) -> None:
+        """Queue ``dispatcher`` for the next worker or slot freed, unless queued already;
+        one freed since its last look is handed over at once (on its next loop turn)."""
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the process pool was shut down")
+            if self.closed or dispatcher.waiting:
+                return
             if self._idle:
-                worker = self._idle.pop()
-                self._busy.add(worker)
-                return worker
-            if self._count < self.max_workers:
+                worker: _Worker | None = self._idle.pop()
+            elif self._count < self.max_workers:
                 self._count += 1
+                worker = None
             else:
-                waiter = loop.create_future()
-                self._waiters.append((loop, waiter))
-        granted = None if waiter is None else await self._wait_turn(loop, waiter)
-        return granted if granted is not None else self._start_in_slot()
+                dispatcher.waiting = True
+                self._waiters.append(dispatcher)
+                return
+        dispatcher.loop.call_soon(dispatcher.granted, worker)
 
-    async def _wait_turn(
-        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[_Worker | None]
-    ) -> _Worker | None:
-        """Wait to be handed a worker, or (``None``) a free slot to start one in."""
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            self._leave_queue(loop, waiter)
-            raise
+    def stop_waiting(self, dispatcher: _Dispatcher) -> None:
+        """``dispatcher`` needs no worker any more."""
+        if not dispatcher.waiting:
+            return
+        with self._lock:
+            if dispatcher.waiting:
+                dispatcher.waiting = False
+                self._waiters.remove(dispatcher)
 
-    def _leave_queue(
-        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[_Worker | None]
-    ) -> None:
-        with self._lock, contextlib.suppress(ValueError):
-            self._waiters.remove((loop, waiter))
-        if not waiter.done():
-            waiter.cancel()  # a grant still in flight sees this and passes itself on
-        elif not waiter.cancelled() and waiter.exception() is None:
-            self._pass_on(waiter.result())  # granted just as we were cancelled
-
-    def _start_in_slot(self) -> _Worker:
-        """Start a worker in the slot this caller holds (freed again on failure)."""
+    def start_in_slot(self) -> _Worker | None:
+        """Start a worker in the slot the caller holds (freed again on failure); ``None``
+        when the pool was shut down meanwhile."""
         try:
             worker = _start_worker()
         except BaseException:
-            self._pass_on(None)
+            self.pass_on(None)
             raise
         with self._lock:
-            closed = self._closed
+            closed = self.closed
             if not closed:
-                self._busy.add(worker)
+                self._workers.add(worker)
         if closed:
             _kill_and_reap(worker)
-            raise RuntimeError("the process pool was shut down")
+            self.pass_on(None)
+            return None
         return worker
 
-    def _pass_on(self, worker: _Worker | None) -> None:
+    def discard(self, worker: _Worker) -> None:
+        """A worker died or was killed (and reaped): free its slot for the next waiter."""
+        with self._lock:
+            self._workers.discard(worker)
+        self.pass_on(None)
+
+    def drop(self, worker: _Worker) -> None:
+        """Reap a dead idle worker and free its slot."""
+        _kill_and_reap(worker)
+        self.discard(worker)
+
+    def pass_on(self, worker: _Worker | None) -> None:
         """Give a freed worker (or, when ``None``, a freed slot) to the next waiter; else
         park the worker as idle, or drop it and its slot when closed or over the cap."""
         while True:
             with self._lock:
-                surplus = self._closed or self._count > self.max_workers
+                surplus = self.closed or self._count > self.max_workers
                 if surplus or not self._waiters:
                     dropped = self._park_locked(worker, surplus)
                     break
-                loop, waiter = self._waiters.popleft()
-            if _call_soon(loop, self._grant, waiter, worker):
+                dispatcher = self._waiters.popleft()
+                dispatcher.waiting = False
+            if _call_soon(dispatcher.loop, dispatcher.granted, worker):
                 return
         if dropped is not None:
             _kill_and_reap(dropped)
 
     def _park_locked(self, worker: _Worker | None, surplus: bool) -> _Worker | None:
-        if worker is not None:
-            self._busy.discard(worker)
         if worker is None or surplus:
             self._count -= 1
+            if worker is not None:
+                self._workers.discard(worker)
             return worker
         self._idle.append(worker)
         return None
-
-    def _grant(self, waiter: asyncio.Future[_Worker | None], worker: _Worker | None) -> None:
-        """On the waiter's loop: hand over, or pass on if the waiter gave up meanwhile."""
-        if waiter.done():
-            self._pass_on(worker)
-        else:
-            waiter.set_result(worker)
-
-    async def _exchange(self, worker: _Worker, data: bytes, task_name: str) -> bytearray:
-        """Send a call to ``worker`` and return its reply; the worker is always released,
-        or killed and reaped."""
-        loop = asyncio.get_running_loop()
-        try:
-            frames = (pickle.dumps(_parent_path()), data)
-            reply = await _request(loop, worker.sock, frames)
-        except _WorkerGone:
-            raise await self._crashed(worker, loop, task_name) from None
-        except BaseException:  # cancelled mid-call (timeout, run cancelled, Ctrl-C)
-            logger.debug("killing process worker pid %d: %r was cancelled", worker.pid, task_name)
-            self._retire(worker, loop)
-            raise
-        worker.task_name = None
-        self._pass_on(worker)
-        return reply
-
-    async def _crashed(
-        self, worker: _Worker, loop: asyncio.AbstractEventLoop, task_name: str
-    ) -> WorkerCrashedError:
-        try:
-            returncode = await _wait_exit(worker.proc)
-        finally:
-            self._retire(worker, loop)
-        message = (
-            f"task {task_name!r}: its worker process (pid {worker.pid}) died while running "
-            f"it ({_describe_exit(returncode)})"
-        )
-        logger.warning("%s", message)
-        return WorkerCrashedError(message)
-
-    def _retire(self, worker: _Worker, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Kill (if still alive) and reap ``worker``, close its socket, free its slot."""
-        with self._lock:
-            self._busy.discard(worker)
-        if loop is not None:
-            _forget_socket(loop, worker.sock)
-        _kill_and_reap(worker)
-        self._pass_on(None)
 
 
 class ProcessExecutor:
