@@ -775,12 +775,14 @@ class ProcessPool:
         return self._estimates.get(task_name, _BUDGET)
 
     def learn(self, task_name: str, seconds: float) -> None:
-        """Fold a call's duration into its task's estimate: up at once, down slowly."""
+        """Fold a call's duration into its task's estimate: up at once (a slow call must not
+        have others queued behind the next one), down by half the gap per call (a first call
+        that imported modules is soon forgotten)."""
         known = self._estimates.get(task_name)
         if known is None or seconds > known:
             self._estimates[task_name] = seconds
         else:
-            self._estimates[task_name] = 0.9 * known + 0.1 * seconds
+            self._estimates[task_name] = (known + seconds) / 2
 
     def others_wait(self, dispatcher: _Dispatcher) -> bool:
         """Whether another loop waits for a worker (then ours should drain and pass on)."""

@@ -1,0 +1,171 @@
+"""The process pool keeps a busy worker fed: fast calls queue on it, and queued calls keep
+their guarantees (a crash fails only the running call, a cancelled one never starts, a
+timeout starts only when the call does)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auto_workflow._core._context import RunContext
+from auto_workflow._execution._process import ProcessPool
+from auto_workflow._execution._protocol import Call
+from auto_workflow.exceptions import WorkerCrashedError
+from procs import children_of, gone
+
+# -- functions the workers run (module level, so they are pickled by name) ---------------------
+
+
+def square_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def hold(path: str) -> int:
+    """Wait until ``path`` exists: a call that runs as long as the test wants."""
+    marker = Path(path)
+    Path(f"{path}.started").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def mark(path: str) -> int:
+    Path(path).write_text("ran")
+    return os.getpid()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def call(fn: Callable[..., Any], *args: Any, task: str = "t") -> Call:
+    ctx = RunContext(run_id="run-1", flow_name="flow")
+    return Call(fn, args, {}, task, ctx.for_attempt(task, f"{task}#0", 1))
+
+
+def in_flight(pool: ProcessPool) -> list[int]:
+    """Calls sent and not answered yet, per worker owned by a loop."""
+    return [len(w.inflight) for d in pool._dispatchers.values() for w in d.owned]
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {seconds}s waiting for {predicate}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ProcessPool]:
+    before = children_of(zombies=True)
+    pool = ProcessPool(1)
+    # The task "t" is learned to be fast, so calls of it may queue on a busy worker.
+    await asyncio.gather(*(pool.run(call(square_pid, i)) for i in range(20)))
+    yield pool
+    pool.shutdown()
+    assert children_of(zombies=True) <= before, "a worker process outlived its pool's shutdown"
+
+
+def started_marker(release: Path) -> Path:
+    return release.with_name(f"{release.name}.started")
+
+
+async def start_holding(pool: ProcessPool, release: Path) -> asyncio.Future[int]:
+    """A call of "t" that runs on the only worker until ``release`` exists."""
+    holder = asyncio.ensure_future(pool.run(call(hold, str(release))))
+    await eventually(started_marker(release).exists)
+    return holder
+
+
+def holder_pid(release: Path) -> int:
+    return int(started_marker(release).read_text())
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+async def test_fast_calls_queue_on_a_busy_worker_and_all_come_back(
+    pool: ProcessPool, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    holder = await start_holding(pool, release)
+    queued = [asyncio.ensure_future(pool.run(call(square_pid, i))) for i in range(5)]
+    await eventually(lambda: in_flight(pool) == [6])  # sent ahead, not waiting in the parent
+    release.write_text("go")
+    pid = await holder
+    assert await asyncio.gather(*queued) == [(i * i, pid) for i in range(5)]
+
+
+async def test_calls_not_measured_yet_wait_for_a_worker_of_their_own(
+    pool: ProcessPool, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    holder = await start_holding(pool, release)
+    unknown = asyncio.ensure_future(pool.run(call(square_pid, 3, task="never_seen")))
+    await asyncio.sleep(0.3)
+    assert in_flight(pool) == [1], "a call of unknown length was queued behind a busy one"
+    release.write_text("go")
+    assert (await unknown)[0] == 9
+    await holder
+
+
+async def test_worker_death_fails_only_the_running_call_and_requeues_the_rest(
+    pool: ProcessPool, tmp_path: Path
+) -> None:
+    release = tmp_path / "never"
+    holder = await start_holding(pool, release)
+    dead = holder_pid(release)
+    queued = [asyncio.ensure_future(pool.run(call(square_pid, i))) for i in range(4)]
+    await eventually(lambda: in_flight(pool) == [5])
+    os.kill(dead, signal.SIGKILL)
+    with pytest.raises(WorkerCrashedError, match="killed by SIGKILL"):
+        await holder
+    results = await asyncio.gather(*queued)
+    assert [value for value, _ in results] == [0, 1, 4, 9]
+    assert {pid for _, pid in results} != {dead}
+    assert dead not in {pid for _, pid in results}
+    assert gone(dead)
+
+
+async def test_cancelled_queued_call_never_starts_and_spares_the_worker(
+    pool: ProcessPool, tmp_path: Path
+) -> None:
+    release, ran = tmp_path / "release", tmp_path / "ran"
+    holder = await start_holding(pool, release)
+    queued = asyncio.ensure_future(pool.run(call(mark, str(ran))))
+    await eventually(lambda: in_flight(pool) == [2])
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    release.write_text("go")
+    pid = await holder
+    assert (await pool.run(call(square_pid, 2))) == (4, pid)  # the same worker, still alive
+    assert not ran.exists(), "the cancelled call ran"
+
+
+async def test_queued_call_starts_its_clock_only_when_its_worker_turns_to_it(
+    pool: ProcessPool, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    holder = await start_holding(pool, release)
+    started: list[float] = []
+    queued = asyncio.ensure_future(
+        pool.run(call(square_pid, 5), on_start=lambda: started.append(time.monotonic()))
+    )
+    await eventually(lambda: in_flight(pool) == [2])
+    await asyncio.sleep(0.2)
+    assert started == [], "the queued call's timeout would have run while it waited"
+    released = time.monotonic()
+    release.write_text("go")
+    await holder
+    assert (await queued)[0] == 25
+    assert len(started) == 1
+    assert started[0] >= released
