@@ -18,7 +18,7 @@ from auto_workflow._core._context import RunContext
 from auto_workflow._execution._process import ProcessPool
 from auto_workflow._execution._protocol import Call
 from auto_workflow.exceptions import WorkerCrashedError
-from procs import children_of, gone
+from procs import children_of, gone, running
 
 # -- functions the workers run (module level, so they are pickled by name) ---------------------
 
@@ -78,11 +78,14 @@ def started_marker(release: Path) -> Path:
     return release.with_name(f"{release.name}.started")
 
 
-async def start_holding(pool: ProcessPool, release: Path) -> asyncio.Future[int]:
-    """A call of "t" that runs on the only worker until ``release`` exists."""
-    holder = asyncio.ensure_future(pool.run(call(hold, str(release))))
-    await eventually(started_marker(release).exists)
-    return holder
+def start_holding(pool: ProcessPool, release: Path) -> asyncio.Future[int]:
+    """A call of "t" that runs until ``release`` exists. Calls queue behind it only if sent
+    while it is young (see ``_STEAL_AFTER``): start them in the same loop turn."""
+    return asyncio.ensure_future(pool.run(call(hold, str(release))))
+
+
+async def until_started(*releases: Path) -> None:
+    await eventually(lambda: all(started_marker(r).exists() for r in releases))
 
 
 def holder_pid(release: Path) -> int:
@@ -96,8 +99,9 @@ async def test_fast_calls_queue_on_a_busy_worker_and_all_come_back(
     pool: ProcessPool, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
-    holder = await start_holding(pool, release)
+    holder = start_holding(pool, release)
     queued = [asyncio.ensure_future(pool.run(call(square_pid, i))) for i in range(5)]
+    await until_started(release)
     await eventually(lambda: in_flight(pool) == [6])  # sent ahead, not waiting in the parent
     release.write_text("go")
     pid = await holder
@@ -108,9 +112,9 @@ async def test_calls_not_measured_yet_wait_for_a_worker_of_their_own(
     pool: ProcessPool, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
-    holder = await start_holding(pool, release)
+    holder = start_holding(pool, release)
     unknown = asyncio.ensure_future(pool.run(call(square_pid, 3, task="never_seen")))
-    await asyncio.sleep(0.3)
+    await until_started(release)
     assert in_flight(pool) == [1], "a call of unknown length was queued behind a busy one"
     release.write_text("go")
     assert (await unknown)[0] == 9
@@ -121,9 +125,10 @@ async def test_worker_death_fails_only_the_running_call_and_requeues_the_rest(
     pool: ProcessPool, tmp_path: Path
 ) -> None:
     release = tmp_path / "never"
-    holder = await start_holding(pool, release)
-    dead = holder_pid(release)
+    holder = start_holding(pool, release)
     queued = [asyncio.ensure_future(pool.run(call(square_pid, i))) for i in range(4)]
+    await until_started(release)
+    dead = holder_pid(release)
     await eventually(lambda: in_flight(pool) == [5])
     os.kill(dead, signal.SIGKILL)
     with pytest.raises(WorkerCrashedError, match="killed by SIGKILL"):
@@ -139,8 +144,9 @@ async def test_cancelled_queued_call_never_starts_and_spares_the_worker(
     pool: ProcessPool, tmp_path: Path
 ) -> None:
     release, ran = tmp_path / "release", tmp_path / "ran"
-    holder = await start_holding(pool, release)
+    holder = start_holding(pool, release)
     queued = asyncio.ensure_future(pool.run(call(mark, str(ran))))
+    await until_started(release)
     await eventually(lambda: in_flight(pool) == [2])
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -155,11 +161,12 @@ async def test_queued_call_starts_its_clock_only_when_its_worker_turns_to_it(
     pool: ProcessPool, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
-    holder = await start_holding(pool, release)
+    holder = start_holding(pool, release)
     started: list[float] = []
     queued = asyncio.ensure_future(
         pool.run(call(square_pid, 5), on_start=lambda: started.append(time.monotonic()))
     )
+    await until_started(release)
     await eventually(lambda: in_flight(pool) == [2])
     await asyncio.sleep(0.2)
     assert started == [], "the queued call's timeout would have run while it waited"
@@ -169,3 +176,49 @@ async def test_queued_call_starts_its_clock_only_when_its_worker_turns_to_it(
     assert (await queued)[0] == 25
     assert len(started) == 1
     assert started[0] >= released
+
+
+def reverse_bytes(data: bytes) -> bytes:
+    return data[::-1]
+
+
+async def test_large_arguments_and_results_cross_in_pieces(pool: ProcessPool) -> None:
+    big = os.urandom(24 * 1024 * 1024)  # far more than a socket buffer: sent in pieces
+    results = await asyncio.gather(*(pool.run(call(reverse_bytes, big)) for _ in range(2)))
+    assert all(result == big[::-1] for result in results)
+
+
+async def test_worker_that_died_idle_is_replaced_without_failing_a_call(
+    pool: ProcessPool,
+) -> None:
+    [idle] = pool.worker_pids()
+    os.kill(idle, signal.SIGKILL)
+    await eventually(lambda: not running(idle))
+    value, pid = await pool.run(call(square_pid, 6))
+    assert (value, pid != idle) == (36, True)
+    assert pool.worker_pids() == [pid]
+    assert gone(idle)
+
+
+async def test_calls_queued_behind_an_overrunning_call_move_to_a_free_worker(
+    tmp_path: Path,
+) -> None:
+    pool = ProcessPool(2)
+    try:
+        for _ in range(2):  # each worker's first call imports this module: forget that
+            await asyncio.gather(*(pool.run(call(square_pid, i)) for i in range(20)))
+        stuck, brief = tmp_path / "stuck", tmp_path / "brief"
+        holders = [start_holding(pool, stuck), start_holding(pool, brief)]
+        queued = [asyncio.ensure_future(pool.run(call(square_pid, i))) for i in range(6)]
+        await until_started(stuck, brief)
+        stuck_pid, brief_pid = holder_pid(stuck), holder_pid(brief)
+        await eventually(lambda: sorted(in_flight(pool)) == [4, 4])  # three behind each
+        brief.write_text("go")  # one worker frees up; the other's call runs on and on
+        results = await asyncio.wait_for(asyncio.gather(*queued), 10)
+        assert [value for value, _ in results] == [i * i for i in range(6)]
+        assert {pid for _, pid in results} == {brief_pid}
+        assert not holders[0].done()
+        stuck.write_text("go")
+        assert await holders[0] == stuck_pid
+    finally:
+        pool.shutdown()

@@ -16,7 +16,9 @@ Invariants:
   one runs: the oldest one not yet answered. Calls wait queued on a busy worker only while
   the pool is at its cap and only as much as fits a small budget of expected work
   (:data:`_BUDGET`, learned per task name from how long its calls took); a task not yet
-  measured, or slow, waits for a worker of its own.
+  measured, or slow, waits for a worker of its own. When an estimate was wrong (a call runs
+  on past :data:`_STEAL_AFTER` with calls queued behind it) and a worker is free, the queued
+  calls are recalled (``RECALL``: the worker gives back those not started) and run there.
 * A worker that dies fails only the call it was running (:class:`WorkerCrashedError`); the
   calls queued behind it never started and go to another worker. Dead workers are replaced
   on demand. Every worker the pool starts is reaped (no zombies), its socket closed.
@@ -83,6 +85,10 @@ also the estimate of a task never measured, so such a call is only queued on an 
 _MAX_DEPTH = 64
 """The most calls in flight on one worker."""
 
+_STEAL_AFTER = 0.01
+"""A call that runs this long with calls queued behind it while a worker is free has them
+recalled, to run on the free one: estimates can be wrong."""
+
 _EXIT_WAIT = 0.1
 """A worker whose socket closed is exiting; after this long it is killed anyway."""
 
@@ -111,6 +117,8 @@ class _Job:
     on_start: OnStart
     state: _JobState = _JobState.PENDING
     cancelled: bool = False
+    recalled: bool = False  # asked back from its worker, to run on a free one
+    began: float = 0.0  # loop time it became the call its worker runs
     estimate: float = 0.0
     worker: _Worker | None = None
 
@@ -333,6 +341,7 @@ class _Dispatcher:
         self.owned: list[_Worker] = []
         self.scheduled = False
         self.waiting = False  # queued in the pool for a worker (guarded by the pool's lock)
+        self.rebalancing: asyncio.TimerHandle | None = None
 
     def submit(self, job: _Job) -> None:
         self.pending.append(job)
@@ -380,7 +389,7 @@ class _Dispatcher:
                 continue
             try:
                 worker = self._place(job)
-            except OSError as exc:  # no process could be started: the call fails, not the loop
+            except (OSError, subprocess.SubprocessError) as exc:  # no process: the call fails
                 self.pending.popleft()
                 _settle(job, error=exc)
                 continue
@@ -397,6 +406,8 @@ class _Dispatcher:
             self.pool.stop_waiting(self)
         if not self.pending or self.pool.others_wait(self):
             self._release_drained()
+        if not self.pending:
+            self._rebalance()
 
     def _place(self, job: _Job) -> _Worker | None:
         """An idle worker of ours, a worker of the pool, or (within the budget) a busy one.
@@ -413,10 +424,12 @@ class _Dispatcher:
         if not self.owned:
             return None
         job.estimate = self.pool.estimate(job.task_name)
-        best = min(self.owned, key=_backlog)
-        if len(best.inflight) < _MAX_DEPTH and best.backlog + job.estimate <= _BUDGET:
-            return best
-        return None
+        fresh = self.loop.time() - _STEAL_AFTER  # a call running since before is overdue
+        fit = [w for w in self.owned if w.inflight[0].began > fresh]
+        best = min(fit, key=_backlog, default=None)
+        if best is None or len(best.inflight) >= _MAX_DEPTH:
+            return None
+        return best if best.backlog + job.estimate <= _BUDGET else None
 
     def _send(self, worker: _Worker, job: _Job, touched: list[_Worker]) -> None:
         if not worker.dirty:
@@ -432,7 +445,7 @@ class _Dispatcher:
         worker.out.append(_wire.header(_wire.CALL, job.id, len(job.data)))
         worker.out.append(job.data)
         if len(worker.inflight) == 1:
-            _began(job)
+            self._began(job)
 
     def _sync(self, worker: _Worker) -> None:
         """Bring the worker's sys.path and logger levels up to date, before its next call."""
@@ -493,39 +506,52 @@ class _Dispatcher:
             end = offset + size_of_header + size
             if len(buf) < end:
                 break
-            body = bytes(buf[offset + size_of_header : end])
+            body = memoryview(buf)[offset + size_of_header : end].tobytes()
             offset = end
-            self._frame(worker, kind, call_id, body)
+            if not self._frame(worker, kind, call_id, body):
+                return
         if offset:
             del buf[:offset]
 
-    def _frame(self, worker: _Worker, kind: int, call_id: int, body: bytes) -> None:
+    def _frame(self, worker: _Worker, kind: int, call_id: int, body: bytes) -> bool:
+        """Act on one frame; False when the worker had to be dropped."""
         if kind == _wire.LOG:
             job = next((j for j in worker.inflight if j.id == call_id), None)
             emit_forwarded(body, None if job is None else job.context)
-            return
-        if not worker.inflight or worker.inflight[0].id != call_id:
+            return True
+        index = _position(worker.inflight, call_id, kind)
+        if index is None:
             logger.error("process worker pid %d broke the protocol; killing it", worker.pid)
             worker.proc.kill()
-            return  # the EOF that follows fails or requeues its calls
-        job = worker.inflight.popleft()
+            self._lose(worker)
+            return False
+        job = worker.inflight[index]
+        del worker.inflight[index]
         worker.backlog -= job.estimate
         if kind == _wire.REPLY:
             reply = pickle.loads(body)  # builtins only: the result itself stays pickled
             self.pool.learn(job.task_name, reply[-1])
             _settle(job, (reply, worker.pid))
+        elif job.recalled and not job.cancelled:
+            self._requeue(job)  # asked back to run on a free worker
         else:
-            _settle(job)  # skipped: it was cancelled before it started
-        if worker.inflight:
-            _began(worker.inflight[0])
+            _settle(job)  # cancelled before it started
+        if index == 0 and worker.inflight:
+            self._began(worker.inflight[0])
         self._schedule()
+        return True
 
     def _lose(self, worker: _Worker) -> None:
         """The worker died or was killed: fail the call it ran (unless that call was
         cancelled), send the calls queued behind it elsewhere, free its slot."""
+        if worker.owner is not self:
+            return  # lost already
         returncode = _finish_exit(worker.proc)
         head = worker.inflight.popleft() if worker.inflight else None
         rest = [job for job in worker.inflight if not job.cancelled]
+        for job in worker.inflight:
+            if job.cancelled:
+                _settle(job)
         worker.inflight.clear()
         self._disown(worker)
         worker.sock.close()
@@ -535,10 +561,46 @@ class _Dispatcher:
         elif head is not None:
             _settle(head)
         for job in reversed(rest):
-            job.state = _JobState.PENDING
-            job.worker = None
-            self.pending.appendleft(job)
+            self._requeue(job)
         self._schedule()
+
+    def _requeue(self, job: _Job) -> None:
+        """Put a call that never started back at the front of the queue."""
+        job.state = _JobState.PENDING
+        job.worker = None
+        job.recalled = False
+        self.pending.appendleft(job)
+
+    def _began(self, job: _Job) -> None:
+        """``job`` is now the call its worker runs (or runs next)."""
+        job.began = self.loop.time()
+        if job.on_start is not None:
+            job.on_start()
+
+    def _rebalance_due(self) -> None:
+        self.rebalancing = None
+        self._rebalance()
+
+    def _rebalance(self) -> None:
+        """With nothing pending and a worker free, recall the calls queued behind one that
+        has run for :data:`_STEAL_AFTER`; check again when the next such call is due."""
+        if self.pending or not (self.pool.has_free() or any(not w.inflight for w in self.owned)):
+            return
+        now = self.loop.time()
+        due = [w.inflight[0].began + _STEAL_AFTER for w in self.owned if len(w.inflight) > 1]
+        for worker in self.owned:
+            if len(worker.inflight) > 1 and worker.inflight[0].began + _STEAL_AFTER <= now:
+                self._recall(worker)
+        later = [when for when in due if when > now]
+        if later and self.rebalancing is None:
+            self.rebalancing = self.loop.call_at(min(later), self._rebalance_due)
+
+    def _recall(self, worker: _Worker) -> None:
+        for job in itertools.islice(worker.inflight, 1, None):
+            if not job.recalled and not job.cancelled:
+                job.recalled = True
+                worker.out.append(_wire.header(_wire.RECALL, job.id, 0))
+        self._write(worker)
 
     # -- owning workers -----------------------------------------------------------------------
 
@@ -579,7 +641,7 @@ class _Dispatcher:
         if worker is None:
             try:
                 worker = self.pool.start_in_slot()
-            except OSError as exc:  # no process could be started: the call fails
+            except (OSError, subprocess.SubprocessError) as exc:  # no process: the call fails
                 _settle(self.pending.popleft(), error=exc)
                 return
         if worker is not None:
@@ -602,14 +664,18 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def _position(inflight: deque[_Job], call_id: int, kind: int) -> int | None:
+    """Where the call a reply or SKIPPED answers is in flight: a reply must be for the
+    oldest (the one running); ``None`` when the frame fits no call."""
+    if kind == _wire.REPLY:
+        return 0 if inflight and inflight[0].id == call_id else None
+    if kind != _wire.SKIPPED:
+        return None
+    return next((i for i, job in enumerate(inflight) if job.id == call_id), None)
+
+
 def _backlog(worker: _Worker) -> float:
     return worker.backlog
-
-
-def _began(job: _Job) -> None:
-    """``job`` is now the call its worker runs (or runs next)."""
-    if job.on_start is not None:
-        job.on_start()
 
 
 def _send_some(worker: _Worker) -> None:
@@ -783,6 +849,10 @@ class ProcessPool:
             self._estimates[task_name] = seconds
         else:
             self._estimates[task_name] = (known + seconds) / 2
+
+    def has_free(self) -> bool:
+        """Whether an idle worker or a free slot is there for the taking (a hint)."""
+        return bool(self._idle) or self._count < self.max_workers
 
     def others_wait(self, dispatcher: _Dispatcher) -> bool:
         """Whether another loop waits for a worker (then ours should drain and pass on)."""

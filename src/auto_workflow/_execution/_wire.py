@@ -5,13 +5,15 @@ size of its body (8 bytes); then the body.
 
 Parent to worker: ``CALL`` (a :class:`Call`, see :func:`encode_call`), ``PATH`` (the parent's
 ``sys.path``, pickled, sent before the first call and whenever it changed), ``LEVELS`` (the
-parent's logger levels, likewise) and ``CANCEL`` (no body: do not start that call, or stop
-the process if it is running). Worker to parent: ``REPLY`` (the outcome of a call), ``SKIPPED``
+parent's logger levels, likewise), ``CANCEL`` (no body: do not start that call, or stop
+the process if it is running) and ``RECALL`` (no body: do not start that call; if it runs
+already, let it finish). Worker to parent: ``REPLY`` (the outcome of a call), ``SKIPPED``
 (a cancelled call that never started) and ``LOG`` (a log record written during a call).
 
 Invariant: a worker serves calls one at a time in the order they were sent and answers each
-``CALL`` with exactly one ``REPLY`` or ``SKIPPED``, in that order; the ``LOG`` frames of a
-call come before its answer.
+``CALL`` with exactly one ``REPLY`` or ``SKIPPED``; replies come in that order, a
+``SKIPPED`` as soon as the worker has it (it never started); the ``LOG`` frames of a call
+come before its reply.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "LEVELS",
     "LOG",
     "PATH",
+    "RECALL",
     "REPLY",
     "SKIPPED",
     "decode_call",
@@ -48,6 +51,7 @@ CALL = 1
 PATH = 2
 LEVELS = 3
 CANCEL = 4
+RECALL = 5
 REPLY = 11
 SKIPPED = 12
 LOG = 13

@@ -9,9 +9,10 @@ Invariants:
 * A reader thread takes frames off the socket as they arrive. When the parent closes its
   end (shutdown) or dies, the process exits at once, even in the middle of a call: nobody is
   left to receive its result, and runaway work must not linger.
-* A ``CANCEL`` for a call that has not started makes it ``SKIPPED``; for the running call it
-  ends the process (the parent then sees the worker gone, as when it kills it). The reader
-  and the serving thread decide which under one lock, so a cancelled call never starts.
+* A ``CANCEL`` for a call that has not started is answered ``SKIPPED`` at once; for the
+  running call it ends the process (the parent then sees the worker gone, as when it kills
+  it). A ``RECALL`` skips a call that has not started and leaves a running one alone. The
+  reader and the serving thread decide under one lock, so a skipped call never starts.
 * Every record logged in the worker goes to the parent (:mod:`._logs`), tagged with the call
   that was running; the worker prints none itself.
 """
@@ -54,7 +55,8 @@ class _Link:
         self.send_lock = threading.Lock()
         self.state_lock = threading.Lock()
         self.running = 0  # the call id being served; 0 between calls
-        self.cancelled: set[int] = set()
+        self.queued: set[int] = set()  # received, not started
+        self.skipped: set[int] = set()  # received, answered SKIPPED, never to start
 
     def send(self, kind: int, call_id: int, body: bytes = b"") -> None:
         head = _wire.header(kind, call_id, len(body))
@@ -65,27 +67,35 @@ class _Link:
                 self.sock.sendall(head)
                 self.sock.sendall(body)
 
-    def begin(self, call_id: int) -> bool:
-        """Mark ``call_id`` running; False (and forget it) if it was cancelled first."""
+    def received(self, call_id: int) -> None:
         with self.state_lock:
-            if call_id in self.cancelled:
-                self.cancelled.discard(call_id)
+            self.queued.add(call_id)
+
+    def begin(self, call_id: int) -> bool:
+        """Mark ``call_id`` running; False (and forget it) if it was skipped meanwhile."""
+        with self.state_lock:
+            if call_id in self.skipped:
+                self.skipped.discard(call_id)
                 return False
+            self.queued.discard(call_id)
             self.running = call_id
-            if self.cancelled:  # ids only grow: cancels of calls already answered are moot
-                self.cancelled = {c for c in self.cancelled if c > call_id}
             return True
 
     def end(self) -> None:
         with self.state_lock:
             self.running = 0
 
-    def cancel(self, call_id: int) -> None:
-        """On the reader thread: skip ``call_id`` later, or stop now if it is running."""
+    def withdraw(self, call_id: int, *, stop_running: bool) -> None:
+        """On the reader thread: answer a queued call SKIPPED now; a running one ends the
+        process if ``stop_running`` (a cancel) and goes on otherwise (a recall)."""
         with self.state_lock:
-            if self.running == call_id:
+            if stop_running and self.running == call_id:
                 os._exit(1)  # the parent counts this call as cancelled, not crashed
-            self.cancelled.add(call_id)
+            if call_id not in self.queued:
+                return  # running on, or answered already
+            self.queued.discard(call_id)
+            self.skipped.add(call_id)
+        self.send(_wire.SKIPPED, call_id)
 
 
 class _ForwardHandler(logging.Handler):
@@ -163,9 +173,7 @@ def _handle(link: _Link, frame: _Frame) -> None:
         _follow_parent_path(body)
     elif kind == _wire.LEVELS:
         apply_levels(pickle.loads(body))
-    elif not link.begin(call_id):
-        link.send(_wire.SKIPPED, call_id)
-    else:
+    elif link.begin(call_id):
         reply = _serve(body)
         link.end()
         _flush_std_streams()  # the process may be killed later; do not lose the call's output
@@ -190,10 +198,13 @@ def _read_frames(link: _Link, frames: queue.SimpleQueue[_Frame]) -> None:
     """The reader thread: queue each frame, act on cancels; exit when the parent is gone."""
     with contextlib.suppress(OSError), link.sock.makefile("rb") as stream:  # broken = EOF
         while (frame := _read_frame(stream)) is not None:
-            if frame[0] == _wire.CANCEL:
-                link.cancel(frame[1])
-            else:
-                frames.put(frame)
+            kind, call_id, _ = frame
+            if kind in (_wire.CANCEL, _wire.RECALL):
+                link.withdraw(call_id, stop_running=kind == _wire.CANCEL)
+                continue
+            if kind == _wire.CALL:
+                link.received(call_id)
+            frames.put(frame)
     os._exit(0)
 
 
