@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -231,3 +232,44 @@ async def test_calls_queued_behind_an_overrunning_call_move_to_a_free_worker(
         assert await holders[0] == stuck_pid
     finally:
         pool.shutdown()
+
+
+def nap_then(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+async def _race_recalls(pool: ProcessPool, rounds: int) -> set[int]:
+    pids: set[int] = set()
+    for round_ in range(rounds):
+        name = f"round{round_}"  # a fresh estimate each round: fast, so calls queue
+        await asyncio.gather(*(pool.run(call(nap_then, 0, i, task=name)) for i in range(4)))
+        long = pool.run(call(nap_then, 0.0098 + (round_ % 9) * 0.0001, -1, task=name))
+        short = pool.run(call(nap_then, 0.0005, -2, task=name))
+        queued = [pool.run(call(nap_then, 0, i, task=name)) for i in range(8)]
+        assert await asyncio.gather(long, short, *queued) == [-1, -2, *range(8)]
+        pids.update(pool.worker_pids())
+    return pids
+
+
+def test_recalls_racing_calls_that_finish_lose_no_call_and_no_worker() -> None:
+    # Each round queues calls behind one that runs about as long as _STEAL_AFTER while the
+    # other worker frees up, so the recall and the end of that call race; two pools at
+    # once on two loops keep the CPUs busy, which widens the window. A SKIPPED overtaken
+    # by a later reply used to be taken for a broken protocol (and the worker killed).
+    pools = [ProcessPool(2), ProcessPool(2)]
+    seen: list[set[int]] = []
+
+    def race(pool: ProcessPool) -> None:
+        seen.append(asyncio.run(_race_recalls(pool, 150)))
+
+    try:
+        threads = [threading.Thread(target=race, args=(pool,)) for pool in pools]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert [len(pids) for pids in seen] == [2, 2], "a call failed or a worker was lost"
+    finally:
+        for pool in pools:
+            pool.shutdown()

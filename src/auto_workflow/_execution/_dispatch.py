@@ -413,7 +413,15 @@ class Dispatcher:
             return True
         index = _position(worker.inflight, call_id, kind)
         if index is None:
-            logger.error("process worker pid %d broke the protocol; killing it", worker.pid)
+            expected = [job.id for job in itertools.islice(worker.inflight, 3)]
+            logger.error(
+                "process worker pid %d broke the protocol (frame kind %d for call %d; in "
+                "flight: %s...); killing it",
+                worker.pid,
+                kind,
+                call_id,
+                expected,
+            )
             worker.proc.kill()
             self._lose(worker)
             return False

@@ -95,7 +95,9 @@ class _Link:
                 return  # running on, or answered already
             self.queued.discard(call_id)
             self.skipped.add(call_id)
-        self.send(_wire.SKIPPED, call_id)
+            # Sent under the lock: the reply of a later call (which cannot begin meanwhile)
+            # must not overtake it, since replies answer the oldest call not skipped.
+            self.send(_wire.SKIPPED, call_id)
 
 
 class _ForwardHandler(logging.Handler):
