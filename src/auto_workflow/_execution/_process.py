@@ -34,8 +34,8 @@ Invariants:
 * Nothing happens at import: processes and the ``atexit`` hook start on first use.
 
 Why a pool of our own rather than ``pebble.ProcessPool``: both pass the same reliability
-scenarios (``bench/process_pools.py``), but on 2,000 tiny calls this pool alone takes about
-two thirds of the time of pebble's per-call futures, it fresh-starts its workers instead of
+scenarios (``bench/process_pools.py``), but on 2,000 tiny calls this pool alone takes 0.7-0.8x
+the time of pebble's per-call futures, it fresh-starts its workers instead of
 forking a parent that runs threads, ships closures with cloudpickle, forwards log records
 and adds no dependency. Figures in docs/architecture.md.
 """
