@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import _harness
-from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, Params, spin
+from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, TINY_WORKERS, Params, spin, tiny
 
 
 async def inc(x: int) -> int:
@@ -139,6 +139,16 @@ def _process(p: Params, stack: ExitStack) -> Callable[[], Any]:
     return program
 
 
+def _process_tiny(p: Params, stack: ExitStack) -> Callable[[], Any]:
+    pool = stack.enter_context(ProcessPoolExecutor(TINY_WORKERS))
+    list(pool.map(tiny, range(TINY_WORKERS)))  # warm-up outside the timed region
+
+    def program() -> list[int]:
+        return list(pool.map(tiny, range(p.n)))
+
+    return program
+
+
 CASES: dict[str, _harness.Prepare] = {
     "wide": _wide,
     "cache": _wide,  # the same program: the cache case's result is wide's
@@ -148,6 +158,7 @@ CASES: dict[str, _harness.Prepare] = {
     "layered": _layered,
     "thread_sleep": _thread_sleep,
     "process": _process,
+    "process_tiny": _process_tiny,
 }
 
 if __name__ == "__main__":

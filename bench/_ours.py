@@ -13,11 +13,12 @@ from functools import partial
 from typing import Any
 
 import _harness
-from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, Params, spin
+from _work import LAYER_MODULO, SLEEP_SECONDS, THREAD_CONCURRENCY, TINY_WORKERS, Params, spin, tiny
 from auto_workflow import fan_out, flow, task
 from auto_workflow._core import _build, _calls, _runner
 from auto_workflow._core._calls import _bounded
 from auto_workflow._core._model import RunIn
+from auto_workflow._execution._process import get_process_pool
 from auto_workflow._execution._protocol import Call
 
 
@@ -60,6 +61,7 @@ def nap(i: int) -> int:
 # Wraps the shared module-level function rather than decorating one here, so that this side
 # and the raw ProcessPoolExecutor ship the very same function (pickled by reference).
 spin_task = task(run_in="process")(spin)
+tiny_task = task(run_in="process")(tiny)
 
 
 @flow
@@ -101,6 +103,11 @@ def naps(n: int) -> list[int]:
 @flow
 def spins(n: int, work: int) -> list[int]:
     return fan_out(spin_task, [work] * n)
+
+
+@flow
+def tinies(n: int) -> list[int]:
+    return fan_out(tiny_task, range(n))
 
 
 def _wide(p: Params, _: ExitStack) -> Callable[[], Any]:
@@ -169,6 +176,12 @@ def _process(p: Params, _: ExitStack) -> Callable[[], Any]:
     return partial(spins.run, p.n, p.work)
 
 
+def _process_tiny(p: Params, _: ExitStack) -> Callable[[], Any]:
+    get_process_pool(TINY_WORKERS)  # the shared pool, at the baseline's size
+    tinies.run(TINY_WORKERS)  # warm-up: start every worker, outside the timed region
+    return partial(tinies.run, p.n)
+
+
 CASES: dict[str, _harness.Prepare] = {
     "wide": _wide,
     "wide/bare": _wide_bare,
@@ -179,6 +192,7 @@ CASES: dict[str, _harness.Prepare] = {
     "layered": _layered,
     "thread_sleep": _thread_sleep,
     "process": _process,
+    "process_tiny": _process_tiny,
 }
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from _work import SLEEP_SECONDS, THREAD_CONCURRENCY
+from _work import SLEEP_SECONDS, THREAD_CONCURRENCY, TINY_WORKERS
 
 OVERHEAD_CASES = ("wide", "chain", "dynamic", "layered")
 """Trivial tasks: what is measured is the cost per task (µs), ours against asyncio."""
 
-WALL_CASES = ("thread_sleep", "process")
+WALL_CASES = ("thread_sleep", "process", "process_tiny")
 """Real work off the loop: what is measured is wall seconds, ours against the baseline."""
 
 CACHE_CASES = ("cache",)
@@ -25,6 +25,7 @@ MAX_RSS_RATIO = 1.5
 RSS_TARGET_N = 100_000
 MAX_THREAD_SLEEP_SECONDS = 0.12
 MAX_PROCESS_RATIO = 1.05
+MAX_PROCESS_TINY_RATIO = 1.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +258,12 @@ def _wall_notes(rows: list[Row], work: int) -> list[str]:
             "  baseline ProcessPoolExecutor().map. Both pools were warmed before timing (one "
             "call per\n  worker), so worker start-up is excluded on both sides."
         )
+    if any(r.case == "process_tiny" for r in rows):
+        notes.append(
+            f"  process_tiny: N calls of `i * i` on {TINY_WORKERS} worker processes, one flow "
+            f"(fan_out); baseline\n  ProcessPoolExecutor({TINY_WORKERS}).map. Warmed as for "
+            "process; what is measured is the pool itself."
+        )
     return notes
 
 
@@ -293,7 +300,8 @@ def _verdicts(
 ) -> list[Verdict]:
     broken = {j.case for j, _ in failures}
     verdicts = [_overhead_verdict(overhead), _flatness_verdict(overhead), _rss_verdict(overhead)]
-    verdicts += [_thread_verdict(wall), _process_verdict(wall), _cache_verdict(cached)]
+    verdicts += [_thread_verdict(wall), _process_verdict(wall), _process_tiny_verdict(wall)]
+    verdicts.append(_cache_verdict(cached))
     if broken:
         note = f"runs failed: {', '.join(sorted(broken))} (see below)"
         verdicts.append(Verdict("every run completed with the right result", False, note))
@@ -352,6 +360,11 @@ def _thread_verdict(rows: list[Row]) -> Verdict:
 def _process_verdict(rows: list[Row]) -> Verdict:
     target = f"process wall within {MAX_PROCESS_RATIO - 1:.0%} of a raw ProcessPoolExecutor"
     return _wall_verdict(rows, "process", target, lambda r: r.ratio <= MAX_PROCESS_RATIO)
+
+
+def _process_tiny_verdict(rows: list[Row]) -> Verdict:
+    target = f"process_tiny wall <= {MAX_PROCESS_TINY_RATIO:g}x a raw ProcessPoolExecutor.map"
+    return _wall_verdict(rows, "process_tiny", target, lambda r: r.ratio <= MAX_PROCESS_TINY_RATIO)
 
 
 def _wall_verdict(rows: list[Row], case: str, target: str, ok: Callable[[Row], bool]) -> Verdict:

@@ -50,6 +50,15 @@ def spin(iterations: int) -> int:
     return total
 
 
+TINY_WORKERS = 2
+"""Worker processes on both sides of the ``process_tiny`` case."""
+
+
+def tiny(i: int) -> int:
+    """A call that costs next to nothing: ``process_tiny`` measures the pool, not the work."""
+    return i * i
+
+
 def _sum_of_squares(k: int) -> int:
     return (k - 1) * k * (2 * k - 1) // 6
 
@@ -73,4 +82,6 @@ def reference(case: str, p: Params) -> Any:
         return list(range(p.n))
     if case == "process":
         return [_sum_of_squares(p.work)] * p.n
+    if case == "process_tiny":
+        return [tiny(i) for i in range(p.n)]
     raise ValueError(f"unknown case {case!r}")
