@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -853,6 +854,23 @@ def test_a_long_chain_keeps_only_a_few_of_its_values_on_the_cluster(real_cluster
     with _peak_cluster_bytes(real_cluster) as peak:
         assert _long_chain.run(30, 20, executor=DaskExecutor(address=real_cluster)) == 20 * _MB
     assert 20 * _MB <= peak[0] <= 5 * 20 * _MB, f"peak {peak[0] / _MB:.0f} MB"
+
+
+async def test_a_run_on_the_callers_client_leaves_none_of_its_futures_behind(inproc: str) -> None:
+    def wanted(dask_scheduler: Any, client_id: str) -> list[str]:
+        tasks = dask_scheduler.tasks.values()
+        return [ts.key for ts in tasks if any(c.client_key == client_id for c in ts.who_wants)]
+
+    gc.disable()  # a future kept by a reference cycle would otherwise go at a collection
+    try:
+        async with distributed.Client(inproc, asynchronous=True) as client:
+            out = await _arith.run_async(executor=DaskExecutor(client=client))
+            await asyncio.sleep(0.2)  # releases travel in the client's next batch
+            left = await client.run_on_scheduler(wanted, client_id=client.id)
+    finally:
+        gc.enable()
+    assert out[0] == 19
+    assert left == []
 
 
 # -- with the run history ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ import sys
 import sysconfig
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -217,6 +218,7 @@ class _DaskRun:
         self.store = _shippable_store(context.artifact_store)
         self.inflight: set[Any] = set()  # futures of attempts still running
         self.ahead: Lookahead | None = None  # set by look_ahead(): submitting ahead allowed
+        self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # every future of the run
         self._picked: dict[int, tuple[TaskLike, _DaskAttempts | None]] = {}
         self._functions: dict[int, tuple[Callable[..., Any], bytes]] = {}
 
@@ -248,6 +250,7 @@ class _DaskRun:
 
     def submitted(self, node: Node | None, handle: Remote) -> None:
         """An attempt of ``node`` went to the cluster: send what it unblocks ahead of it."""
+        self._made.add(handle.ref)
         ahead = self.ahead
         if ahead is None or node is None:
             return
@@ -256,6 +259,7 @@ class _DaskRun:
             dependant, inputs = stack.pop()
             future = self._submit_ahead(dependant, inputs)
             if future is not None:
+                self._made.add(future)
                 self.inflight.add(future)
                 stack.extend(ahead.went_ahead(dependant, Remote(self, future), inputs))
 
@@ -365,13 +369,19 @@ class _DaskRun:
         return blob
 
     async def aclose(self) -> None:
-        """Cancel the run's futures still in flight; close what the run started."""
+        """Cancel the run's futures still in flight, release the rest; close what it started.
+
+        The run's output was fetched before this: no future of the run is needed any more.
+        """
         leftover, self.inflight = list(self.inflight), set()
+        made, self._made = list(self._made), weakref.WeakSet()
         self.ahead = None
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 if leftover and self.client.status == "running":
                     await self.client.cancel(leftover, force=True)
+                for future in made:  # held by nothing the run still needs (cycles, errors)
+                    future.release()
                 for resource in self._owned:
                     await resource.close()
         except Exception:
