@@ -131,6 +131,7 @@ async def main_async(workers: int, reps: int) -> list[tuple[str, int, float, flo
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # 8787 may be taken
             host="127.0.0.1",
             asynchronous=True,
         ) as cluster,

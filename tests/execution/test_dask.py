@@ -114,7 +114,11 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def inproc() -> Iterator[str]:
     """An in-process LocalCluster (threads, no processes): fast."""
     with distributed.LocalCluster(
-        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+        processes=False,
+        n_workers=2,
+        threads_per_worker=1,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # 8787 may be taken
     ) as cluster:
         # Warm up once, so the threads Dask starts lazily and keeps exist before any test.
         _arith.run(executor=DaskExecutor(address=cluster.scheduler_address))
@@ -427,6 +431,15 @@ def test_the_embedded_cluster_runs_and_leaves_no_process_behind(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == f"[2, 3, 4] {os.cpu_count()} []"
+
+
+def test_the_embedded_cluster_starts_while_dasks_default_http_port_is_taken() -> None:
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # taken by someone else already: the same case
+            taken.bind(("0.0.0.0", 8787))
+            taken.listen()
+        executor = DaskExecutor(processes=False, n_workers=1)
+        assert _arith.run(executor=executor) == _arith.run()  # no "port in use" warning
 
 
 def test_importing_the_library_and_the_face_imports_no_distributed() -> None:

@@ -168,6 +168,12 @@ async def _start_cluster(distributed: Any, kwargs: dict[str, Any]) -> Any:
     }
     if options["processes"]:
         options.setdefault("host", "127.0.0.1")  # in-process clusters talk over inproc://
+    if options["dashboard_address"] is None:
+        # The scheduler serves its HTTP routes (health, metrics) even with the dashboard off,
+        # on Dask's default 8787, and warns when that port is taken (by another cluster, say):
+        # a free port on 127.0.0.1 instead.
+        no_dashboard = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+        options["scheduler_kwargs"] = {**no_dashboard, **options.get("scheduler_kwargs", {})}
     # Our retries own failures: a task whose worker dies fails at once (KilledWorker)
     # instead of being re-run by the scheduler behind the engine's back.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
