@@ -18,7 +18,9 @@ ahead is promised in turn, so a chain goes to the cluster whole.
 * A promise lasts from an attempt's submission until its outcome is known: :meth:`kept` (the
   state holds the handle from then on) or :meth:`revoke`, which also withdraws every
   submission ahead built on it, transitively; a retry promises again.
-* Handles are held only while their outcome is unknown: nothing here keeps a result alive.
+* Handles are held only while their outcome is unknown (a submission ahead also holds the
+  inputs it got until it is taken up or withdrawn): nothing here keeps a result alive after
+  its consumers have started.
 * Every step is O(degree of the node): per node, a count of the inputs neither done nor
   promised, computed the first time one of its inputs is promised. An input that ends without
   a promise after that (a local task, say) leaves the count high: the node then waits for its
