@@ -329,3 +329,23 @@ def test_a_dependency_on_a_missing_node_is_an_invalid_graph() -> None:
     g.nodes[0].deps = (7,)
     with pytest.raises(InvalidGraphError, match="does not have"):
         RunState(g)
+
+
+def test_find_is_the_inverse_of_node_ids() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    g.add_barrier(B, x, None)
+    g.add(task(name="with:colon")(_fn), (x,), {})
+    assert [g.find(n.id) for n in g.nodes] == g.nodes
+    for unknown in ("a:1", "b:0", "a:9", "a", "a:-0", "", "fanout:0"):
+        assert g.find(unknown) is None
+
+
+def test_dependents_lists_the_nodes_that_wait_for_a_node() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    g.add(A, (x,), {})
+    g.add(A, (x, x), {})
+    state = RunState(g)
+    assert state.dependents(0) == [1, 2]
+    assert state.dependents(2) == []

@@ -812,6 +812,11 @@ async def _run_graph(
         fetch=fetch,
         output=out,
     )
+    if placement is not None and limit is None and checkpoints is None and not plugins.middleware:
+        # Nothing of the client's would be bypassed by submitting a task before its inputs
+        # are done: no concurrency bound, no middleware around attempts, no checkpoint that
+        # could stand in for a task's run.
+        placement.look_ahead(runner.state)
     try:
         await _observe_flow(calls, runner)
         output = runner.output(out)

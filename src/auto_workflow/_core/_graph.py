@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError, PlaceholderMisuseError
@@ -43,6 +43,7 @@ __all__ = [
     "Group",
     "Node",
     "Placeholder",
+    "Results",
     "RunState",
     "iter_placeholders",
     "resolve",
@@ -225,6 +226,14 @@ class Graph:
         )
         self.nodes.append(node)
         return Placeholder(self, index)
+
+    def find(self, node_id: str) -> Node | None:
+        """The node whose :attr:`Node.id` is ``node_id`` (its inverse, O(1)), or ``None``."""
+        index = node_id.rpartition(":")[2]
+        if not index.isdigit() or int(index) >= len(self.nodes):
+            return None
+        node = self.nodes[int(index)]
+        return node if node.id == node_id else None
 
     def own(self, p: Placeholder) -> int:
         """The index of ``p``, checking that it was made by this graph."""
@@ -483,7 +492,11 @@ def iter_placeholders(value: Any) -> Iterator[Placeholder]:
             stack.extend(item)
 
 
-def resolve(value: Any, results: list[Any]) -> Any:
+Results = Sequence[Any] | Mapping[int, Any]
+"""What :func:`resolve` reads a placeholder's value from: indexed by node index."""
+
+
+def resolve(value: Any, results: Results) -> Any:
     """``value`` with every placeholder replaced by its node's result (containers rebuilt)."""
     kind = type(value)
     if kind is Placeholder:
@@ -505,7 +518,7 @@ def resolve(value: Any, results: list[Any]) -> Any:
     return value
 
 
-def _resolve_subclass(value: Any, results: list[Any]) -> Any:
+def _resolve_subclass(value: Any, results: Results) -> Any:
     """Best effort for container subclasses: rebuild with the same type if it allows."""
     if isinstance(value, dict):
         items = {resolve(k, results): resolve(v, results) for k, v in value.items()}
@@ -608,6 +621,10 @@ class RunState:
     def status(self, index: int) -> int:
         """The status code of node ``index``."""
         return self._status[index]
+
+    def dependents(self, index: int) -> list[int]:
+        """The indices of the nodes that depend on node ``index`` (do not change it)."""
+        return self._dependents[index]
 
     # -- transitions -----------------------------------------------------------------------
 
