@@ -561,8 +561,7 @@ class FilesystemResultCache:
             return None
 
     def _expired(self, header: _Header, ttl: float | None) -> bool:
-        now = self._clock()
-        return now >= header.expires_at or (ttl is not None and now - header.stored_at >= ttl)
+        return is_expired(header, ttl, self._clock())
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any entry; the last writer wins.
@@ -580,14 +579,8 @@ class FilesystemResultCache:
             ValueError: ``ttl`` is negative or not a number.
         """
         path = self._entry_path(key)
-        if ttl is not None and (not isinstance(ttl, (int, float)) or not ttl >= 0):
-            raise ValueError(f"ttl must be None or a number of seconds >= 0; got {ttl!r}")
-        payload = _pickle(value, "filesystem result cache")
         stored_at = self._clock()
-        expires_at = math.inf if ttl is None else stored_at + ttl
-        codec = _CODECS["pickle"]
-        key_bytes = _encode_key(key)
-        parts = _entry_parts(_KIND_CACHE, codec, stored_at, expires_at, key_bytes, payload)
+        parts = cache_entry_parts(key, value, ttl, stored_at, "filesystem result cache")
         _write_atomic(path, parts, sync=self._sync, mode=self._mode)
         if self._schedule.due(stored_at):
             self.prune()
@@ -633,6 +626,24 @@ class FilesystemResultCache:
 
 def _encode_key(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
+
+
+def is_expired(header: _Header, ttl: float | None, now: float) -> bool:
+    """Whether an entry is past its writer's expiry, or older than the reader's ``ttl``."""
+    return now >= header.expires_at or (ttl is not None and now - header.stored_at >= ttl)
+
+
+def cache_entry_parts(
+    key: str, value: Any, ttl: float | None, stored_at: float, what: str
+) -> list[bytes]:
+    """The parts of a cache entry for ``value`` (checks ``ttl``; pickles; ``what`` names the
+    store in a pickling error). Shared by the local and the object-storage caches."""
+    if ttl is not None and (not isinstance(ttl, (int, float)) or not ttl >= 0):
+        raise ValueError(f"ttl must be None or a number of seconds >= 0; got {ttl!r}")
+    payload = _pickle(value, what)
+    expires_at = math.inf if ttl is None else stored_at + ttl
+    codec, key_bytes = _CODECS["pickle"], _encode_key(key)
+    return _entry_parts(_KIND_CACHE, codec, stored_at, expires_at, key_bytes, payload)
 
 
 def _prune_expired(path: str, now: float) -> bool:

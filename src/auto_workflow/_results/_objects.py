@@ -65,10 +65,12 @@ from auto_workflow._results._disk import (
     _UnloadableError,
     _unpickle,
     _warn_corrupt,
+    cache_entry_parts,
     check_checksum,
     checksum_line,
     decode_artifact,
     entry_from_bytes,
+    is_expired,
     is_fsspec_url,
     json_value,
 )
@@ -289,8 +291,7 @@ class FsspecResultCache:
             return None
 
     def _expired(self, header: _Header, ttl: float | None) -> bool:
-        now = self._clock()
-        return now >= header.expires_at or (ttl is not None and now - header.stored_at >= ttl)
+        return is_expired(header, ttl, self._clock())
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` in one put, replacing any entry (the last writer wins).
@@ -308,13 +309,8 @@ class FsspecResultCache:
             ValueError: ``ttl`` is negative or not a number.
         """
         path = self._entry_path(key)
-        if ttl is not None and (not isinstance(ttl, (int, float)) or not ttl >= 0):
-            raise ValueError(f"ttl must be None or a number of seconds >= 0; got {ttl!r}")
-        payload = _pickle(value, "fsspec result cache")
         stored_at = self._clock()
-        expires_at = math.inf if ttl is None else stored_at + ttl
-        codec, key_bytes = _CODECS["pickle"], _encode_key(key)
-        parts = _entry_parts(_KIND_CACHE, codec, stored_at, expires_at, key_bytes, payload)
+        parts = cache_entry_parts(key, value, ttl, stored_at, "fsspec result cache")
         fs, _ = self._place.filesystem()
         fs.pipe_file(path, b"".join(parts))
         if self._schedule is not None and self._schedule.due(stored_at):
