@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise  # in CI the extra is installed: its absence is a failure, not a skip
     pytest.skip("distributed is not installed (pip install 'auto-workflow[dask]')", True)
 
-from auto_workflow import FailurePolicy, fan_out, flow, subscribe, task
+from auto_workflow import FailurePolicy, fan_out, flow, get_context, subscribe, task
 from auto_workflow._history._engine import close_all
 from auto_workflow.artifacts import FilesystemArtifactStore
 from auto_workflow.cache import FilesystemResultCache, MemoryResultCache
@@ -448,6 +448,35 @@ def test_importing_the_library_and_the_face_imports_no_distributed() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+@task(retries=1)
+def whereabouts(marker: str) -> tuple[Any, ...]:
+    ctx = get_context()
+    if not os.path.exists(marker):
+        Path(marker).write_text("failed once")
+        raise RuntimeError("the first attempt fails")
+    return ctx.flow_name, dict(ctx.params), ctx.task_name, ctx.node_id, ctx.attempt, ctx.run_id
+
+
+@flow
+def _whereabouts(marker: str) -> list[Any]:
+    return [whereabouts(marker), get_context().run_id]
+
+
+def test_a_task_on_the_cluster_sees_its_run_context(address: str) -> None:
+    marker = str(_marker("whereabouts"))
+    seen, run_id = _whereabouts.run(
+        marker, params={"day": "2024-01-01"}, executor=DaskExecutor(address=address)
+    )
+    assert seen == (
+        "_whereabouts",
+        {"day": "2024-01-01"},
+        "whereabouts",
+        "whereabouts:0",
+        2,
+        run_id,
+    )
 
 
 # -- code on the workers -----------------------------------------------------------------------

@@ -222,6 +222,8 @@ class _DaskRun:
         self._digest = digest
         self._context = context
         self.store = _shippable_store(context.artifact_store)
+        self._base = replace(context, artifact_store=self.store)
+        self._base_blob: bytes | None = None
         self.inflight: set[Any] = set()  # futures of attempts still running
         self.ahead: Lookahead | None = None  # set by look_ahead(): submitting ahead allowed
         self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # every future of the run
@@ -359,6 +361,32 @@ class _DaskRun:
         for handle, value in zip(todo, digests, strict=True):
             handle.digest = value
 
+    def context_for(self, context: RunContext) -> Any:
+        """What an attempt's context travels as: the run's share of it (params, store)
+        pickled once per run, plus the node and attempt; a context of another run whole.
+
+        Every task's arguments are pickled by the client, unpickled and pickled again by the
+        scheduler: a whole context per task costs each of them its params and store again.
+
+        Raises:
+            SerializationError: the run's context (its params) cannot be pickled.
+        """
+        base = self._base
+        same_run = context.run_id == base.run_id and context.params is base.params
+        if not same_run or context.flow_name != base.flow_name:
+            if context.artifact_store is self.store:
+                return context
+            return replace(context, artifact_store=self.store)
+        if self._base_blob is None:
+            try:
+                self._base_blob = cloudpickle.dumps(base)
+            except Exception as exc:  # user params: any pickling failure
+                raise SerializationError(
+                    f"the run context of flow {base.flow_name!r} (its params) cannot be "
+                    f"sent to the Dask workers ({type(exc).__name__}: {safe_str(exc)})"
+                ) from exc
+        return (self._base_blob, context.node_id, context.attempt)
+
     def function_blob(self, fn: Callable[..., Any], task_name: str) -> bytes:
         """``fn`` pickled once per run (by value when its module is not installed)."""
         known = self._functions.get(id(fn))
@@ -490,14 +518,11 @@ class _DaskAttempts:
     def _send(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         run = self._run
         blob = run.function_blob(call.fn, call.task_name)
-        context = call.context
-        if context.artifact_store is not run.store:
-            context = replace(context, artifact_store=run.store)
         return run.client.submit(
             _run_attempt,
             blob,
             call.task_name,
-            context,
+            run.context_for(call.context),
             args,
             kwargs,
             key=f"{call.task_name}-{uuid.uuid4().hex}",
@@ -587,14 +612,30 @@ async def _raise_outcome(future: Any, task_name: str) -> None:
 _LOADED: dict[bytes, Callable[..., Any]] = {}
 """Task functions loaded in this worker process, by their pickle (bounded)."""
 _LOADED_MAX = 512
+_BASES: dict[bytes, RunContext] = {}
+"""Runs' shares of their contexts, loaded in this worker process, by their pickle (bounded)."""
 
 
-def _run_attempt(blob: bytes, task_name: str, context: RunContext, args: Any, kwargs: Any) -> Any:
+def _run_attempt(blob: bytes, task_name: str, context: Any, args: Any, kwargs: Any) -> Any:
     """Run on a worker: load the task's function (once) and call it in its run context."""
     fn = _LOADED.get(blob)
     if fn is None:
         fn = _load_function(blob, task_name)
-    return call_to_completion(Call(fn, tuple(args), dict(kwargs), task_name, context))
+    ctx = _attempt_context(context, task_name)
+    return call_to_completion(Call(fn, tuple(args), dict(kwargs), task_name, ctx))
+
+
+def _attempt_context(context: Any, task_name: str) -> RunContext:
+    """The attempt's context from what :meth:`_DaskRun.context_for` sent."""
+    if isinstance(context, RunContext):
+        return context
+    base_blob, node_id, attempt = context
+    base = _BASES.get(base_blob)
+    if base is None:
+        if len(_BASES) >= _LOADED_MAX:
+            _BASES.clear()
+        base = _BASES[base_blob] = cloudpickle.loads(base_blob)
+    return base.for_attempt(task_name, node_id, attempt)
 
 
 def _load_function(blob: bytes, task_name: str) -> Callable[..., Any]:
