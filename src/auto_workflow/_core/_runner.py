@@ -335,7 +335,7 @@ class FlowRunner:
             self._on_failure(node, err)
             return
         first = len(self.state.graph.nodes)
-        self.expansions.add(node, first)
+        self.expansions.add(node, first, len(items))
         if self.journal is not None:
             self.journal.expanded(node, first, len(items))
             self.journal.task_ended(node, "succeeded", 1, time.time(), None, False)

@@ -13,7 +13,6 @@ scheduler's); a journal method never raises; the run's final status is flushed b
 
 from __future__ import annotations
 
-import bisect
 import os
 import socket
 import threading
@@ -213,12 +212,10 @@ class _Journal:
         "_declared_upto",
         "_durable",
         "_expansions",
-        "_firsts",
         "_graph",
         "_history",
         "_hot",
         "_quiet",
-        "_ranges",
         "_retries",
         "_rows",
         "_run_id",
@@ -236,8 +233,6 @@ class _Journal:
         self._retries: dict[int, tuple[int, float]] = {}
         self._rows: dict[object, int] = {}  # itemised calls per task
         self._quiet: dict[int, float] = {}
-        self._ranges: list[tuple[int, int, Node]] = []  # expansions: (first, count, barrier)
-        self._firsts: list[int] = []  # their firsts, to bisect
         self._hot: tuple[object, int, int, str, list[float]] | None = None
         self._summary: dict[tuple[str, str, str | None], list[float]] = {}
         built = len(graph.nodes)
@@ -304,8 +299,8 @@ class _Journal:
             if ended > row[2]:
                 row[2] = ended
             return
-        lo, hi, fanout = self._span(index)
-        key = (node.task.name, status, fanout)
+        lo, hi, barrier = self._expansions.span(index)
+        key = (node.task.name, status, None if barrier is None else barrier.id)
         entry = self._summary.get(key)
         if entry is None:
             entry = [0.0, started, ended]
@@ -314,17 +309,6 @@ class _Journal:
         entry[1] = min(entry[1], started)
         entry[2] = max(entry[2], ended)
         self._hot = (node.task, lo, hi, status, entry)
-
-    def _span(self, index: int) -> tuple[int, int, str | None]:
-        """The index range of the build or the expansion ``index`` is in, and its fan-out."""
-        if index < self._expansions.built:
-            return 0, self._expansions.built, None
-        at = bisect.bisect_right(self._firsts, index) - 1
-        if at >= 0:
-            first, count, barrier = self._ranges[at]
-            if index < first + count:
-                return first, first + count, barrier.id
-        return index, index + 1, None  # not from an expansion we were told of
 
     def attempt_started(self, node: object, number: int, at: float) -> None:
         index = getattr(node, "index", None)
@@ -342,9 +326,7 @@ class _Journal:
         self._writer.attempt_ended(self._run_id, index, number, started, ended, record)
 
     def expanded(self, barrier: Node, first: int, count: int) -> None:
-        self._expansions.add(barrier, first)
-        self._ranges.append((first, count, barrier))
-        self._firsts.append(first)
+        self._expansions.add(barrier, first, count)
 
     def finish(self, status: str, error: BaseException | None, at: float) -> None:
         self._write_summary()
