@@ -7,10 +7,7 @@ behind as a child of the test process)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +25,7 @@ from auto_workflow._history._engine import close_all
 from auto_workflow.artifacts import ArtifactRef, FsspecArtifactStore, get_store
 from auto_workflow.exceptions import TaskExecutionError
 from conftest import need
-from procs import children_of
+from procs import children_of, free_port, stop_groups
 
 pytestmark = [
     pytest.mark.timeout(180),  # a cluster starts on a shared, noisy 2-core machine
@@ -39,32 +36,12 @@ _DASK_THREADS = ("IO loop", "ThreadPoolExecutor", "Dask", "AsyncProcess")
 CLUSTER_PIDS: set[int] = set()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each process group (a nanny takes its worker along), then SIGKILL."""
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def cluster_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A scheduler and a worker, each a process of its own, started in a directory where the
     tests cannot be imported (as on another machine); the scheduler's address."""
     distributed = need("distributed")
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     common: dict[str, Any] = {"cwd": tmp_path_factory.mktemp("cluster"), "env": env}
@@ -80,7 +57,7 @@ def cluster_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.wait_for_workers(1, timeout=60)
         yield address
     finally:
-        _stop(procs)
+        stop_groups(procs)
         CLUSTER_PIDS.clear()
 
 

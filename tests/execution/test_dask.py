@@ -14,7 +14,6 @@ import concurrent.futures
 import contextlib
 import gc
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from auto_workflow.exceptions import (
     UpstreamFailedError,
     WorkerCrashedError,
 )
-from procs import children_of
+from procs import children_of, free_port, stop_groups
 
 pytestmark = pytest.mark.timeout(120)  # a shared, noisy 2-core machine: generous
 
@@ -62,35 +61,15 @@ _DASK_THREADS = ("IO loop", "ThreadPoolExecutor")  # the in-process cluster's ow
 # -- clusters -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _wait_for_workers(address: str, count: int, seconds: float) -> None:
     with distributed.Client(address, timeout=seconds) as client:
         client.wait_for_workers(count, timeout=seconds)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each process group (a nanny takes its worker along), then SIGKILL."""
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A scheduler and two single-threaded workers, separate processes; its address."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     cwd = tmp_path_factory.mktemp("cluster")  # workers cannot import the tests from here
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
@@ -106,7 +85,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_for_workers(address, 2, 60)
         yield address
     finally:
-        _stop(procs)
+        stop_groups(procs)
         CLUSTER_PIDS.difference_update(p.pid for p in procs)
 
 
@@ -671,7 +650,7 @@ async def test_cancelling_a_run_cancels_its_futures_and_the_cluster_stays_usable
 
 
 def test_an_unreachable_scheduler_is_a_clear_error_within_the_timeout() -> None:
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(ClusterUnavailableError, match=address):
         _arith.run(executor=DaskExecutor(address=address, connect_timeout=2))
