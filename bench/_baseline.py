@@ -20,12 +20,12 @@ from _work import (
     LAYER_MODULO,
     SLEEP_SECONDS,
     THREAD_CONCURRENCY,
-    TINY_PROCESS_WORKERS,
+    TINY_WORKERS,
     Params,
     big_chain_summary,
-    bump,
     link,
     spin,
+    tiny,
 )
 
 
@@ -150,11 +150,11 @@ def _process(p: Params, stack: ExitStack) -> Callable[[], Any]:
 
 
 def _process_tiny(p: Params, stack: ExitStack) -> Callable[[], Any]:
-    pool = stack.enter_context(ProcessPoolExecutor(TINY_PROCESS_WORKERS))
-    list(pool.map(bump, range(TINY_PROCESS_WORKERS)))  # warm-up outside the timed region
+    pool = stack.enter_context(ProcessPoolExecutor(TINY_WORKERS))
+    list(pool.map(tiny, range(TINY_WORKERS)))  # warm-up outside the timed region
 
     def program() -> list[int]:
-        return list(pool.map(bump, range(p.n)))
+        return list(pool.map(tiny, range(p.n)))
 
     return program
 

@@ -17,16 +17,18 @@ from _work import (
     LAYER_MODULO,
     SLEEP_SECONDS,
     THREAD_CONCURRENCY,
+    TINY_WORKERS,
     Params,
     big_chain_summary,
-    bump,
     link,
     spin,
+    tiny,
 )
 from auto_workflow import fan_out, flow, task
 from auto_workflow._core import _build, _calls, _runner
 from auto_workflow._core._calls import _bounded
 from auto_workflow._core._model import RunIn
+from auto_workflow._execution._process import get_process_pool
 from auto_workflow._execution._protocol import Call
 
 
@@ -69,7 +71,7 @@ def nap(i: int) -> int:
 # Wraps the shared module-level function rather than decorating one here, so that this side
 # and the raw ProcessPoolExecutor ship the very same function (pickled by reference).
 spin_task = task(run_in="process")(spin)
-bump_task = task(run_in="process")(bump)
+tiny_task = task(run_in="process")(tiny)
 link_task = task(name="link")(link)
 
 
@@ -115,8 +117,8 @@ def spins(n: int, work: int) -> list[int]:
 
 
 @flow
-def bumps(n: int) -> list[int]:
-    return fan_out(bump_task, range(n))
+def tinies(n: int) -> list[int]:
+    return fan_out(tiny_task, range(n))
 
 
 @flow
@@ -196,10 +198,9 @@ def _process(p: Params, _: ExitStack) -> Callable[[], Any]:
 
 
 def _process_tiny(p: Params, _: ExitStack) -> Callable[[], Any]:
-    # The pool's size comes from the environment run.py sets (TINY_PROCESS_WORKERS); the
-    # warm-up starts every worker outside the timed region, as on the baseline's side.
-    bumps.run(os.cpu_count() or 1)
-    return partial(bumps.run, p.n)
+    get_process_pool(TINY_WORKERS)  # the shared pool, at the baseline's size
+    tinies.run(TINY_WORKERS)  # warm-up: start every worker, outside the timed region
+    return partial(tinies.run, p.n)
 
 
 def _big_chain(p: Params, _: ExitStack) -> Callable[[], Any]:

@@ -6,7 +6,7 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from _work import BIG_CHAIN_MB, SLEEP_SECONDS, THREAD_CONCURRENCY, TINY_PROCESS_WORKERS
+from _work import BIG_CHAIN_MB, SLEEP_SECONDS, THREAD_CONCURRENCY, TINY_WORKERS
 
 OVERHEAD_CASES = ("wide", "chain", "dynamic", "layered")
 """Trivial tasks: what is measured is the cost per task (µs), ours against asyncio."""
@@ -290,8 +290,8 @@ def _wall_notes(rows: list[Row], work: int) -> list[str]:
         )
     if any(r.case == "process_tiny" for r in rows):
         notes.append(
-            f'  process_tiny: x + 1 per call, run_in="process" on {TINY_PROCESS_WORKERS} '
-            f"workers; baseline\n  ProcessPoolExecutor({TINY_PROCESS_WORKERS}).map. Both "
+            f'  process_tiny: i * i per call, run_in="process" on {TINY_WORKERS} '
+            f"workers; baseline\n  ProcessPoolExecutor({TINY_WORKERS}).map. Both "
             "pools warmed before timing."
         )
     if any(r.case == "process" for r in rows):
@@ -299,6 +299,12 @@ def _wall_notes(rows: list[Row], work: int) -> list[str]:
             f"  process: pure-Python loop of {work:,} iterations per call (~0.2 s here);\n"
             "  baseline ProcessPoolExecutor().map. Both pools were warmed before timing (one "
             "call per\n  worker), so worker start-up is excluded on both sides."
+        )
+    if any(r.case == "process_tiny" for r in rows):
+        notes.append(
+            f"  process_tiny: N calls of `i * i` on {TINY_WORKERS} worker processes, one flow "
+            f"(fan_out); baseline\n  ProcessPoolExecutor({TINY_WORKERS}).map. Warmed as for "
+            "process; what is measured is the pool itself."
         )
     return notes
 
@@ -439,8 +445,7 @@ def _process_verdict(rows: list[Row]) -> Verdict:
 
 def _tiny_process_verdict(rows: list[Row]) -> Verdict:
     target = (
-        f"process_tiny <= {MAX_TINY_PROCESS_RATIO:g}x a raw "
-        f"ProcessPoolExecutor({TINY_PROCESS_WORKERS}).map"
+        f"process_tiny <= {MAX_TINY_PROCESS_RATIO:g}x a raw ProcessPoolExecutor({TINY_WORKERS}).map"
     )
     return _wall_verdict(rows, "process_tiny", target, lambda r: r.ratio <= MAX_TINY_PROCESS_RATIO)
 

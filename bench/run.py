@@ -35,7 +35,7 @@ from _report import (
     render,
     size_n,
 )
-from _work import TINY_PROCESS_WORKERS, spin
+from _work import TINY_WORKERS, spin
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.txt"
@@ -57,7 +57,7 @@ SCALABLE = frozenset(OVERHEAD_CASES)
 CHILD_ENV = {"AUTO_WORKFLOW_HISTORY": "off"}
 """Set in every child: engine figures, without the history's fixed cost per run."""
 
-CASE_ENV = {"process_tiny": {"AUTO_WORKFLOW_PROCESS_POOL_MAX_WORKERS": str(TINY_PROCESS_WORKERS)}}
+CASE_ENV = {"process_tiny": {"AUTO_WORKFLOW_PROCESS_POOL_MAX_WORKERS": str(TINY_WORKERS)}}
 """Set in the children of one case only."""
 
 SCRIPTS = {
@@ -185,7 +185,7 @@ def _reps(job: Job) -> int:
     return 9 if n <= 1_000 else 3 if n <= 10_000 else 2 if n <= 100_000 else 1
 
 
-FIXED_REPS = {"big_chain": 3, "process_tiny": 5}
+FIXED_REPS = {"big_chain": 3, "process_tiny": 9}
 """Cases whose size says nothing about how long one run takes."""
 
 

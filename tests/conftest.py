@@ -54,8 +54,14 @@ def no_leaks() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def isolated_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Every test records its runs into a history file of its own, never the user's."""
+def isolated_history(no_leaks: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test records its runs into a history file of its own, never the user's.
+
+    It asks for ``no_leaks`` so that it is torn down first: its ``close_all()`` stops the
+    writer thread before the leak check looks (autouse fixtures are otherwise set up in
+    name order, which tore this one down last, and every test that ran a flow waited out
+    the writer's 2 s linger).
+    """
     data = tmp_path_factory.mktemp("data")
     path = data / "history.sqlite"
     # XDG_DATA_HOME too: subprocesses that drop every AUTO_WORKFLOW_* variable (the CLI

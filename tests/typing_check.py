@@ -18,7 +18,7 @@ from auto_workflow.cache import FileSystemResultCache, InMemoryResultCache
 from auto_workflow.config import DEFAULTS, Config, load_config
 from auto_workflow.context import reset_context, set_context
 from auto_workflow.events import emit, subscribe
-from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError
+from auto_workflow.exceptions import CycleDetectedError, InvalidGraphError, TaskExecutionError
 from auto_workflow.fanout import fan_out as fan_out_too
 from auto_workflow.logging import enable_pretty_logging, enable_structured_logging
 from auto_workflow.secrets import DummyVaultSecrets
@@ -50,10 +50,25 @@ async def fetch(url: str) -> bytes:
     return url.encode()
 
 
+def transient(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionError)
+
+
+@task(retries=3, retry_on=(ConnectionError, TimeoutError), retry_backoff_max=30.0)
+def download(url: str) -> bytes:
+    return url.encode()
+
+
+@task(retries=3, retry_on=transient)
+async def upload(data: bytes) -> int:
+    return len(data)
+
+
 def check() -> None:
     assert_type(add(1, 2), int)
     assert_type(fetch("x"), bytes)
     assert_type(fan_out(fetch, ["a", "b"]), list[bytes])
+    assert_type(fan_out(fetch, ["a"], return_exceptions=True), list[bytes | TaskExecutionError])
     assert_type(add.with_options(priority=3)(1, 2), int)
     plain: TaskDefinition[[int, int], int] = add
     assert_type(plain(3, 4), int)
@@ -130,6 +145,10 @@ def check_config_mapping() -> None:
 
 def check_task_attributes() -> None:
     assert_type(fetch.retries, int)
+    assert_type(download("x"), bytes)
+    assert_type(upload(b"x"), int)
+    assert download.retry_on == (ConnectionError, TimeoutError)
+    assert_type(download.retry_backoff_max, float | None)
     assert_type(fetch.timeout, float | None)
     assert_type(fetch.name, str)
     assert_type(fetch.tags, frozenset[str])

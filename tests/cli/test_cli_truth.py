@@ -125,6 +125,16 @@ FLOWS = textwrap.dedent(
     @flow
     def f_set() -> set:
         return a_set()
+
+
+    @task
+    def count_errors(values: list) -> int:
+        return sum(isinstance(v, Exception) for v in values)
+
+
+    @flow
+    def handled() -> int:
+        return count_errors(fan_out(check, items(20), return_exceptions=True))
     """
 )
 
@@ -285,3 +295,12 @@ def test_graph_exports_keep_non_ascii_and_escape_quotes() -> None:
     assert "café #quot;au#quot;" in mermaid
     assert "\n" not in mermaid.splitlines()[1]
     assert "#10;noir" in mermaid
+
+
+def test_handled_fan_out_failures_are_a_success_that_shows_them(work: Path) -> None:
+    done = _cli(work, "run", "truth.py:handled", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"  # check:3 and check:13 failed; the consumer saw both
+    assert "flow 'handled' succeeded" in done.stderr
+    assert ", 2 failed, 0 skipped" in done.stderr  # the summary still shows them
+    assert "finished with failures" not in done.stderr

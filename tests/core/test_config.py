@@ -79,11 +79,32 @@ def test_unknown_key_in_pyproject_is_rejected(tmp_path: Path) -> None:
         ("AUTO_WORKFLOW_ARTIFACT_SERIALIZER", "yaml"),
         ("AUTO_WORKFLOW_LOG_LEVEL", "loud"),
         ("AUTO_WORKFLOW_RESULT_CACHE_MAX_ENTRIES", "-3"),
+        ("AUTO_WORKFLOW_BLOCKING_WARNING_MS", "-1"),
+        ("AUTO_WORKFLOW_BLOCKING_WARNING_MS", "soon"),
+        ("AUTO_WORKFLOW_BLOCKING_WARNING_MS", "nan"),
     ],
 )
 def test_invalid_environment_values(tmp_path: Path, key: str, value: str) -> None:
     with pytest.raises(ValueError, match=key):
         load_config(cwd=tmp_path, environ={key: value})
+
+
+def test_the_blocking_warning_threshold_is_milliseconds_and_zero_is_off(tmp_path: Path) -> None:
+    assert Config().blocking_warning_ms == 100.0
+    env = {"AUTO_WORKFLOW_BLOCKING_WARNING_MS": "250"}
+    assert load_config(cwd=tmp_path, environ=env).blocking_warning_ms == 250.0
+    assert (
+        load_config(cwd=tmp_path, environ={"AUTO_WORKFLOW_BLOCKING_WARNING_MS": "0"})[
+            "blocking_warning_ms"
+        ]
+        == 0.0
+    )
+    nested = _project(tmp_path, "blocking_warning_ms = 12.5\n")
+    assert load_config(cwd=nested, environ={}).blocking_warning_ms == 12.5
+    (tmp_path / "bad").mkdir()
+    nested = _project(tmp_path / "bad", "blocking_warning_ms = true\n")
+    with pytest.raises(ValueError, match="milliseconds >= 0"):
+        load_config(cwd=nested, environ={})
 
 
 def test_optional_numbers_accept_none(tmp_path: Path) -> None:
@@ -141,8 +162,9 @@ def test_config_is_a_read_only_mapping_with_typed_values(tmp_path: Path) -> None
         "durable",
         "executor",
         "dask_address",
+        "blocking_warning_ms",
     ]
-    assert len(cfg) == 16
+    assert len(cfg) == 17
     assert cfg.get("result_cache_max_entries", 5) is None
     with pytest.raises(KeyError, match="did you mean 'max_dynamic_tasks'"):
         cfg["max_dynamic_task"]

@@ -115,6 +115,48 @@ def test_expand_adds_children_and_barrier_ends_with_their_results() -> None:
     assert consumer.deps == (fan.index,)
 
 
+def test_a_caught_failure_is_its_result_and_its_dependants_still_run() -> None:
+    g = Graph("f")
+    group = Group(1)
+    first, second = g.add_each(A, [1, 2], group, caught=True)
+    consumer = g.add(A, ([first, second],), {})
+    state = RunState(g, keep=[consumer.index])
+    (a,) = state.pop_ready(5)  # the group lets one run at a time
+    error = ValueError("bad row")
+    state.catch(a, error)
+    assert state.status(a.index) == FAILED
+    assert state.results[a.index] is error
+    (b,) = state.pop_ready(5)  # leaving the group let the sibling in
+    state.done(b, 20)
+    (c,) = state.pop_ready(5)
+    assert c.index == consumer.index
+    assert state.results[first.index] is error  # failures are never released
+    state.started(c)
+    state.done(c, "summary")
+    assert state.finished
+
+
+def test_a_caught_barrier_ends_with_its_childrens_errors_in_place() -> None:
+    g = Graph("f")
+    src = g.add(A, (), {})
+    fan = g.add_barrier(B, src, None, caught=True)
+    g.add(A, (fan,), {})
+    state = RunState(g)
+    state.done(state.pop_ready(1)[0], [1, 2, 3])
+    (barrier,) = state.pop_ready(1)
+    children = state.expand(barrier, [1, 2, 3])
+    assert all(c.caught for c in children)
+    error = KeyError(2)
+    one, two, three = state.pop_ready(5)
+    state.done(one, 10)
+    state.catch(two, error)
+    state.done(three, 30)
+    assert state.status(fan.index) == DONE
+    assert state.results[fan.index] == [10, error, 30]
+    (consumer,) = state.pop_ready(5)
+    assert consumer.deps == (fan.index,)
+
+
 def test_empty_expansion_ends_the_barrier_at_once() -> None:
     g = Graph("f")
     src = g.add(A, (), {})
@@ -386,3 +428,27 @@ def test_nodes_made_ready_out_of_build_order_still_go_by_priority_then_build_ord
     state.done(a, None)  # queues 3, after 2 and 4 were queued
     assert [state.pop() for _ in range(3)] == [g.nodes[4], late, early]
     assert state.pop() is None
+
+
+def test_find_is_the_inverse_of_node_ids() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    g.add_barrier(B, x, None)
+    g.add(task(name="with:colon")(_fn), (x,), {})
+    assert [g.find(n.id) for n in g.nodes] == g.nodes
+    for unknown in ("a:1", "b:0", "a:9", "a", "a:-0", "", "fanout:0"):
+        assert g.find(unknown) is None
+
+
+def test_caught_calls_and_a_caught_fan_outs_children_are_caught_nodes() -> None:
+    g = Graph("f")
+    x = g.add(A, (), {})
+    static = g.add_each(A, [1, x], None, caught=True)
+    barrier = g.add_barrier(B, x, None, caught=True)
+    assert [n.caught for n in static] == [True, True]
+    assert [n.deps for n in static] == [(), (0,)]
+    assert not x.caught
+    state = RunState(g)
+    state.done(state.pop(), [7, 8])  # type: ignore[arg-type]
+    children = state.expand(barrier, [7, 8])  # type: ignore[arg-type]
+    assert [(c.caught, c.args) for c in children] == [(True, (7,)), (True, (8,))]

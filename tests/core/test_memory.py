@@ -135,6 +135,7 @@ def test_runs_keep_outputs_and_failures_while_releasing_the_rest() -> None:
     assert out["x"] == 2
 
 
+@pytest.mark.parametrize("engine_path", ["recorded"], indirect=True)  # resuming needs the history
 def test_a_durable_run_still_resumes_with_released_results() -> None:
     @flow(durable=True)
     def durable_chain() -> int:

@@ -33,6 +33,18 @@ def sample(x: int) -> int:
         ("priority", 1.0, TypeError),
         ("tags", "etl", TypeError),
         ("tags", {1, 2}, TypeError),
+        ("retry_on", "ValueError", TypeError),
+        ("retry_on", ValueError("x"), TypeError),
+        ("retry_on", (ValueError, 3), TypeError),
+        ("retry_on", int, TypeError),
+        ("retry_on", KeyboardInterrupt, TypeError),
+        ("retry_on", (), ValueError),
+        ("retry_on", lambda: True, TypeError),
+        ("retry_on", lambda a, b: True, TypeError),
+        ("retry_backoff_max", 0, ValueError),
+        ("retry_backoff_max", -1.0, ValueError),
+        ("retry_backoff_max", float("inf"), ValueError),
+        ("retry_backoff_max", "30", TypeError),
     ],
 )
 def test_bad_option_names_task_and_parameter(option: str, value: object, error: type) -> None:
@@ -129,3 +141,16 @@ def test_with_options_validates_like_the_decorator() -> None:
 def test_an_empty_task_name_is_rejected_not_replaced() -> None:
     with pytest.raises(TypeError, match="task name must be a non-empty string"):
         task(name="")(sample)
+
+
+def test_retry_on_keeps_a_tuple_of_types_or_the_predicate() -> None:
+    def transient(exc: Exception) -> bool:
+        return isinstance(exc, ConnectionError)
+
+    assert task(retry_on=ConnectionError)(sample).retry_on == (ConnectionError,)
+    assert task(retry_on=[KeyError, OSError])(sample).retry_on == (KeyError, OSError)
+    assert task(retry_on=transient)(sample).retry_on is transient
+    assert task(sample).retry_on is None
+    assert task(retry_backoff_max=30)(sample).retry_backoff_max == 30
+    with pytest.raises(TypeError, match=r"^@task\(\.\.\.\): retry_on must be an exception"):
+        task(retry_on="OSError")  # type: ignore[call-overload]

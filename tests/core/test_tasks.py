@@ -314,3 +314,212 @@ def test_a_task_exposes_its_options_as_read_only_attributes() -> None:
         with pytest.raises(AttributeError):
             setattr(fetch_url, attribute, None)
     assert fetch_url.with_options(retries=5).retries == 5
+
+
+# -- calls that do not bind to the task's signature ------------------------------------------
+
+_MISFITS = [
+    pytest.param((1,), {}, "missing a required argument: 'b'", id="missing"),
+    pytest.param((1, 2, 3), {}, "too many positional arguments", id="too-many"),
+    pytest.param((1, 2), {"c": 3}, "unexpected keyword argument 'c'", id="unknown-keyword"),
+    pytest.param((1,), {"a": 2}, "multiple values for argument 'a'", id="twice"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "detail"), _MISFITS)
+def test_a_direct_call_that_does_not_bind_is_a_type_error_and_never_runs(
+    args: tuple[Any, ...], kwargs: dict[str, Any], detail: str
+) -> None:
+    ran: list[int] = []
+
+    @task(retries=3)
+    def pair(a: int, b: int) -> int:
+        ran.append(a)
+        return a + b
+
+    with pytest.raises(TypeError, match=detail) as info:
+        pair(*args, **kwargs)
+    assert type(info.value) is TypeError  # not a TaskExecutionError: no attempt was made
+    assert str(info.value).startswith("task 'pair' called with arguments that do not fit")
+    assert ran == []  # never called, so never retried
+
+
+@pytest.mark.parametrize(("args", "kwargs", "detail"), _MISFITS)
+async def test_run_async_with_arguments_that_do_not_bind_raises_before_running(
+    args: tuple[Any, ...], kwargs: dict[str, Any], detail: str
+) -> None:
+    ran: list[int] = []
+
+    @task(retries=3)
+    async def pair(a: int, b: int) -> int:
+        ran.append(a)
+        return a + b
+
+    with pytest.raises(TypeError, match=detail):
+        await pair.run_async(*args, **kwargs)
+    assert ran == []
+
+
+def test_keyword_only_and_variadic_signatures_are_checked_like_python_does() -> None:
+    @task
+    def load(path: str, *, limit: int = 10, **options: Any) -> tuple[Any, ...]:
+        return path, limit, options
+
+    assert load("a", limit=2, mode="r") == ("a", 2, {"mode": "r"})
+    assert load(path="b") == ("b", 10, {})
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        load("a", 2)
+    with pytest.raises(TypeError, match="missing a required argument: 'path'"):
+        load(limit=2)
+    # The same shapes again: remembered per shape, the answers do not change.
+    assert load("c", limit=3, mode="w") == ("c", 3, {"mode": "w"})
+    with pytest.raises(TypeError, match="missing a required argument: 'path'"):
+        load(limit=5)
+
+
+# -- retry_on and retry_backoff_max ----------------------------------------------------------
+
+
+def test_retry_on_retries_the_listed_errors_and_fails_others_at_once() -> None:
+    seen: list[type[BaseException]] = []
+    errors = iter([ConnectionError("reset"), ConnectionError("reset"), KeyError("row")])
+
+    @task(retries=5, retry_on=(ConnectionError, TimeoutError))
+    def fetch() -> None:
+        err = next(errors)
+        seen.append(type(err))
+        raise err
+
+    with pytest.raises(TaskExecutionError) as info:
+        fetch()
+    assert seen == [ConnectionError, ConnectionError, KeyError]
+    assert type(info.value) is TaskExecutionError  # retries were left: not "exhausted"
+    assert info.value.attempts == 3
+    assert isinstance(info.value.original, KeyError)
+
+
+def test_retry_on_a_single_type_and_exhaustion_still_says_so() -> None:
+    attempts: list[int] = []
+
+    @task(retries=2, retry_on=ConnectionError)
+    def fetch() -> None:
+        attempts.append(get_context().attempt)
+        raise ConnectionResetError("reset")  # a subclass matches
+
+    with pytest.raises(RetryExhaustedError):
+        fetch()
+    assert attempts == [1, 2, 3]
+
+
+def test_a_retry_on_predicate_decides_per_error() -> None:
+    codes = iter([503, 502, 404])
+
+    class HttpError(Exception):
+        def __init__(self, status: int) -> None:
+            super().__init__(status)
+            self.status = status
+
+    @task(retries=5, retry_on=lambda exc: isinstance(exc, HttpError) and exc.status >= 500)
+    def get() -> None:
+        raise HttpError(next(codes))
+
+    with pytest.raises(TaskExecutionError) as info:
+        get()
+    assert info.value.attempts == 3
+    assert info.value.original.status == 404  # type: ignore[union-attr]
+
+
+def test_a_raising_retry_on_predicate_is_logged_and_the_error_is_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[int] = []
+
+    def broken_rule(exc: Exception) -> bool:
+        raise AttributeError("no status")
+
+    @task(retries=3, retry_on=broken_rule)
+    def get() -> None:
+        ran.append(1)
+        raise ValueError("bad")
+
+    with caplog.at_level("WARNING", logger="auto_workflow"), pytest.raises(TaskExecutionError):
+        get()
+    assert ran == [1]
+    assert "task 'get': its retry_on predicate raised AttributeError: no status" in caplog.text
+
+
+@pytest.mark.parametrize("kind", [builtins.TimeoutError, TimeoutError], ids=["builtin", "ours"])
+def test_retry_on_timeout_error_retries_timed_out_attempts(kind: type[Exception]) -> None:
+    attempts: list[int] = []
+
+    @task(retries=2, timeout=0.05, retry_on=kind)
+    async def slow() -> str:
+        attempts.append(get_context().attempt)
+        if len(attempts) < 3:
+            await asyncio.sleep(5)
+        return "done"
+
+    assert slow() == "done"
+    assert attempts == [1, 2, 3]
+
+
+def test_retry_on_applies_in_a_flow_too() -> None:
+    from auto_workflow import flow
+
+    ran: list[int] = []
+
+    @task(retries=4, retry_on=ConnectionError)
+    def parse() -> None:
+        ran.append(1)
+        raise ValueError("not json")
+
+    @flow
+    def pipeline() -> None:
+        return parse()
+
+    with pytest.raises(TaskExecutionError, match="not json"):
+        pipeline.run()
+    assert ran == [1]
+
+
+def test_retry_backoff_max_caps_the_exponential_delay(slept: list[float]) -> None:
+    @task(retries=5, retry_backoff=1.0, retry_backoff_max=3.0)
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    with pytest.raises(RetryExhaustedError):
+        broken()
+    assert [d for d in slept if d] == [1.0, 2.0, 3.0, 3.0, 3.0]
+
+
+def test_jitter_is_added_after_the_cap(slept: list[float]) -> None:
+    @task(retries=3, retry_backoff=10.0, retry_backoff_max=1.0, retry_jitter=0.5)
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    with pytest.raises(RetryExhaustedError):
+        broken()
+    delays = [d for d in slept if d]
+    assert len(delays) == 3
+    assert all(1.0 <= d <= 1.5 for d in delays)
+
+
+def test_a_capped_backoff_really_waits_only_the_cap() -> None:
+    @task(retries=2, retry_backoff=30.0, retry_backoff_max=0.05)
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    start = time.monotonic()
+    with pytest.raises(RetryExhaustedError):
+        broken()
+    assert 0.09 <= time.monotonic() - start < 5.0  # 2 x 0.05 s, not 30 + 60 s
+
+
+def test_more_than_a_thousand_retries_do_not_overflow_the_backoff() -> None:
+    @task(retries=1100)
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    with pytest.raises(RetryExhaustedError) as info:
+        broken()
+    assert info.value.attempts == 1101

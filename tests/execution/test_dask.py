@@ -10,9 +10,10 @@ fail when ``CI`` is set.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import gc
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise  # in CI the extra is installed: its absence is a failure, not a skip
     pytest.skip("distributed is not installed (pip install 'auto-workflow[dask]')", True)
 
-from auto_workflow import FailurePolicy, fan_out, flow, subscribe, task
+from auto_workflow import FailurePolicy, fan_out, flow, get_context, subscribe, task
 from auto_workflow._history._engine import close_all
 from auto_workflow.artifacts import FilesystemArtifactStore
 from auto_workflow.cache import FilesystemResultCache, MemoryResultCache
@@ -44,9 +45,10 @@ from auto_workflow.exceptions import (
     SerializationError,
     TaskExecutionError,
     TimeoutError,
+    UpstreamFailedError,
     WorkerCrashedError,
 )
-from procs import children_of
+from procs import children_of, free_port, stop_groups
 
 pytestmark = pytest.mark.timeout(120)  # a shared, noisy 2-core machine: generous
 
@@ -59,35 +61,15 @@ _DASK_THREADS = ("IO loop", "ThreadPoolExecutor")  # the in-process cluster's ow
 # -- clusters -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _wait_for_workers(address: str, count: int, seconds: float) -> None:
     with distributed.Client(address, timeout=seconds) as client:
         client.wait_for_workers(count, timeout=seconds)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each process group (a nanny takes its worker along), then SIGKILL."""
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A scheduler and two single-threaded workers, separate processes; its address."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     cwd = tmp_path_factory.mktemp("cluster")  # workers cannot import the tests from here
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
@@ -103,7 +85,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_for_workers(address, 2, 60)
         yield address
     finally:
-        _stop(procs)
+        stop_groups(procs)
         CLUSTER_PIDS.difference_update(p.pid for p in procs)
 
 
@@ -111,7 +93,11 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def inproc() -> Iterator[str]:
     """An in-process LocalCluster (threads, no processes): fast."""
     with distributed.LocalCluster(
-        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+        processes=False,
+        n_workers=2,
+        threads_per_worker=1,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # 8787 may be taken
     ) as cluster:
         # Warm up once, so the threads Dask starts lazily and keeps exist before any test.
         _arith.run(executor=DaskExecutor(address=cluster.scheduler_address))
@@ -426,12 +412,50 @@ def test_the_embedded_cluster_runs_and_leaves_no_process_behind(tmp_path: Path) 
     assert done.stdout.split("\n")[-2] == f"[2, 3, 4] {os.cpu_count()} []"
 
 
+def test_the_embedded_cluster_starts_while_dasks_default_http_port_is_taken() -> None:
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # taken by someone else already: the same case
+            taken.bind(("0.0.0.0", 8787))
+            taken.listen()
+        executor = DaskExecutor(processes=False, n_workers=1)
+        assert _arith.run(executor=executor) == _arith.run()  # no "port in use" warning
+
+
 def test_importing_the_library_and_the_face_imports_no_distributed() -> None:
     probe = "import sys, auto_workflow, auto_workflow.dask; print('distributed' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+@task(retries=1)
+def whereabouts(marker: str) -> tuple[Any, ...]:
+    ctx = get_context()
+    if not os.path.exists(marker):
+        Path(marker).write_text("failed once")
+        raise RuntimeError("the first attempt fails")
+    return ctx.flow_name, dict(ctx.params), ctx.task_name, ctx.node_id, ctx.attempt, ctx.run_id
+
+
+@flow
+def _whereabouts(marker: str) -> list[Any]:
+    return [whereabouts(marker), get_context().run_id]
+
+
+def test_a_task_on_the_cluster_sees_its_run_context(address: str) -> None:
+    marker = str(_marker("whereabouts"))
+    seen, run_id = _whereabouts.run(
+        marker, params={"day": "2024-01-01"}, executor=DaskExecutor(address=address)
+    )
+    assert seen == (
+        "_whereabouts",
+        {"day": "2024-01-01"},
+        "whereabouts",
+        "whereabouts:0",
+        2,
+        run_id,
+    )
 
 
 # -- code on the workers -----------------------------------------------------------------------
@@ -574,9 +598,16 @@ def nap(marker: str, seconds: float) -> float:
     return seconds
 
 
+@task
+def note(value: Any, log: str) -> Any:
+    with open(log, "a") as fh:  # one line per execution, wherever it ran
+        fh.write(f"{value}\n")
+    return value
+
+
 @flow
-def _naps(marker: str) -> list[float]:
-    return [nap(marker, 2.0) for _ in range(8)]
+def _naps(marker: str, log: str) -> list[float]:
+    return [note(nap(marker, 2.0), log) for _ in range(8)]  # the notes go ahead of the naps
 
 
 def _scheduler_tasks(address: str) -> int:
@@ -605,9 +636,9 @@ def _scheduler_forgets_everything(address: str, seconds: float) -> bool:
 async def test_cancelling_a_run_cancels_its_futures_and_the_cluster_stays_usable(
     real_cluster: str,
 ) -> None:
-    marker = _marker("nap")
+    marker, log = _marker("nap"), _marker("notes")
     run = asyncio.ensure_future(
-        _naps.run_async(str(marker), executor=DaskExecutor(address=real_cluster))
+        _naps.run_async(str(marker), str(log), executor=DaskExecutor(address=real_cluster))
     )
     await asyncio.to_thread(_wait_for_file, marker, 60)
     run.cancel()
@@ -615,10 +646,11 @@ async def test_cancelling_a_run_cancels_its_futures_and_the_cluster_stays_usable
         await run
     assert await asyncio.to_thread(_scheduler_forgets_everything, real_cluster, 30)
     assert await _arith.run_async(executor=DaskExecutor(address=real_cluster)) == _arith.run()
+    assert not log.exists()  # what went ahead of the cancelled naps never ran
 
 
 def test_an_unreachable_scheduler_is_a_clear_error_within_the_timeout() -> None:
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(ClusterUnavailableError, match=address):
         _arith.run(executor=DaskExecutor(address=address, connect_timeout=2))
@@ -708,6 +740,158 @@ def test_executor_arguments_are_checked() -> None:
         _arith.run(executor="spark")
     with pytest.raises(TypeError, match="executor must be"):
         _arith.run(executor=42)  # type: ignore[arg-type]
+
+
+# -- submitting ahead --------------------------------------------------------------------------
+
+
+@task
+def gate(release: str) -> int:
+    Path(release + ".started").write_text("")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return 0
+
+
+@task
+def after_gate(x: int) -> int:
+    return x + 1
+
+
+@flow
+def _gated(release: str) -> int:
+    x = gate(release)
+    for _ in range(5):
+        x = after_gate(x)
+    return x
+
+
+def _keys_named(address: str, prefix: str) -> int:
+    with distributed.Client(address, timeout=30) as client:
+
+        def count(dask_scheduler: Any) -> int:
+            return sum(str(key).startswith(prefix) for key in dask_scheduler.tasks)
+
+        result: int = client.run_on_scheduler(count)
+        return result
+
+
+def test_a_chain_goes_to_the_cluster_whole_while_its_first_task_runs(inproc: str) -> None:
+    release = _marker("release")
+    executor = DaskExecutor(address=inproc)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(_gated.run, str(release), executor=executor)
+        _wait_for_file(Path(f"{release}.started"), 60)
+        waiting = _keys_named(inproc, "after_gate-")
+        release.write_text("go")
+        assert run.result(timeout=60) == 5
+    assert waiting == 5  # the five steps wait on the scheduler, not in the client
+
+
+@flow
+def _noted(marker: str, log: str) -> list[Any]:
+    return [note(flaky(2, marker), log), note(boom(1), log)]
+
+
+def test_what_goes_ahead_of_a_failing_input_runs_once_after_its_retry_succeeds(
+    address: str,
+) -> None:
+    log = _marker("notes")
+    out = _noted.run(
+        str(_marker("flaky")),
+        str(log),
+        failure_policy="continue",
+        executor=DaskExecutor(address=address),
+    )
+    assert out[0] == 20
+    assert isinstance(out[1], UpstreamFailedError)
+    assert log.read_text().split() == ["20"]  # not for the failed attempt, not for boom
+
+
+@flow
+def _slow_noted(marker: str, log: str) -> list[Any]:
+    return [note(slow(1.5), log), nap(marker, 3.0)]
+
+
+def test_an_input_that_times_out_withdraws_what_went_ahead_of_it(inproc: str) -> None:
+    log = _marker("notes")
+    executor = DaskExecutor(address=inproc)
+    out = _slow_noted.run(
+        str(_marker("nap")), str(log), failure_policy="continue", executor=executor
+    )
+    assert isinstance(out[0], UpstreamFailedError)
+    assert isinstance(out[0].original, TimeoutError)
+    # The run outlived the abandoned call (its worker finished it after 1.5 s), and the note
+    # that had gone ahead of it was withdrawn with it: it never ran.
+    assert out[1] == 3.0
+    assert not log.exists()
+
+
+@task
+def grow(data: bytes) -> bytes:
+    return data[1:] + b"z"
+
+
+@flow
+def _long_chain(steps: int, mb: int) -> int:
+    data = blob(mb * _MB)
+    for _ in range(steps):
+        data = grow(data)
+    return size(data)
+
+
+def _cluster_bytes(client: Any) -> int:
+    def held(dask_scheduler: Any) -> int:
+        tasks = dask_scheduler.tasks.values()
+        return sum(ts.nbytes for ts in tasks if ts.state == "memory" and ts.nbytes > 0)
+
+    result: int = client.run_on_scheduler(held)
+    return result
+
+
+@contextlib.contextmanager
+def _peak_cluster_bytes(address: str) -> Iterator[list[int]]:
+    """Samples the bytes the cluster holds every 10 ms; yields [the peak]."""
+    peak, stop = [0], threading.Event()
+    with distributed.Client(address, timeout=30) as client:
+
+        def sample() -> None:
+            while not stop.wait(0.01):
+                peak[0] = max(peak[0], _cluster_bytes(client))
+
+        sampler = threading.Thread(target=sample, name="cluster-sampler")
+        sampler.start()
+        try:
+            yield peak
+        finally:
+            stop.set()
+            sampler.join()
+
+
+def test_a_long_chain_keeps_only_a_few_of_its_values_on_the_cluster(real_cluster: str) -> None:
+    # 31 values of 20 MB go through the cluster; each is released once its consumer has
+    # started (or the run ended), so only the last few are ever held at once.
+    with _peak_cluster_bytes(real_cluster) as peak:
+        assert _long_chain.run(30, 20, executor=DaskExecutor(address=real_cluster)) == 20 * _MB
+    assert 20 * _MB <= peak[0] <= 5 * 20 * _MB, f"peak {peak[0] / _MB:.0f} MB"
+
+
+async def test_a_run_on_the_callers_client_leaves_none_of_its_futures_behind(inproc: str) -> None:
+    def wanted(dask_scheduler: Any, client_id: str) -> list[str]:
+        tasks = dask_scheduler.tasks.values()
+        return [ts.key for ts in tasks if any(c.client_key == client_id for c in ts.who_wants)]
+
+    gc.disable()  # a future kept by a reference cycle would otherwise go at a collection
+    try:
+        async with distributed.Client(inproc, asynchronous=True) as client:
+            out = await _arith.run_async(executor=DaskExecutor(client=client))
+            await asyncio.sleep(0.2)  # releases travel in the client's next batch
+            left = await client.run_on_scheduler(wanted, client_id=client.id)
+    finally:
+        gc.enable()
+    assert out[0] == 19
+    assert left == []
 
 
 # -- with the run history ----------------------------------------------------------------------

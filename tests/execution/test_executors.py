@@ -230,10 +230,18 @@ async def test_thread_calls_run_concurrently_up_to_max_workers() -> None:
     assert len(set(names)) <= 32
 
 
-async def test_idle_threads_are_reused(threads: ThreadExecutor) -> None:
-    first = await threads.run(make_call(lambda: threading.current_thread().name))
-    second = await threads.run(make_call(lambda: threading.current_thread().name))
-    assert first == second
+async def test_idle_threads_are_reused() -> None:
+    # Sequential calls on a pool of 16 threads: reused, they stay on one or two threads (a
+    # thread marks itself idle just after its result is handed back, so under load the
+    # next call can start one more); without reuse they would spread over 16.
+    threads = ThreadExecutor(16)
+    try:
+        names = [
+            await threads.run(make_call(lambda: threading.current_thread().name)) for _ in range(32)
+        ]
+    finally:
+        threads.shutdown()
+    assert len(set(names)) <= 3, sorted(set(names))
 
 
 async def test_async_function_runs_to_completion_in_its_thread(threads: ThreadExecutor) -> None:

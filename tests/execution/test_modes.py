@@ -15,6 +15,7 @@ import pytest
 
 from auto_workflow import fan_out, flow, get_context, task
 from auto_workflow._execution import _local as executors
+from auto_workflow._execution._process import get_process_pool
 from auto_workflow.exceptions import (
     RetryExhaustedError,
     SerializationError,
@@ -302,3 +303,29 @@ def test_a_cancelled_run_starts_no_queued_thread_calls() -> None:
     # start while the loop unwinds the run on a loaded machine (the history's writer thread
     # competes for the GIL then), so the bound is two per thread of the run's 64.
     assert len(late) < 128, f"{len(late)} queued calls started after the run was cancelled"
+
+
+@task(run_in="process")
+def tiny_square(i: int) -> int:
+    return i * i
+
+
+def test_a_failed_run_with_many_queued_process_calls_leaves_the_pool_healthy() -> None:
+    @task
+    async def fail_soon() -> None:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("stop the run")
+
+    @flow
+    def doomed() -> Any:
+        return fan_out(tiny_square, range(3000)), fail_soon()
+
+    @flow
+    def fine() -> Any:
+        return fan_out(tiny_square, range(300))
+
+    with pytest.raises(TaskExecutionError):
+        doomed.run()
+    assert fine.run() == [i * i for i in range(300)]
+    pool = get_process_pool()
+    assert len(pool.worker_pids()) <= pool.max_workers

@@ -21,7 +21,7 @@ import pytest
 from auto_workflow import fan_out, flow, task
 from auto_workflow.config import reload_config
 from auto_workflow.exceptions import GraphChangedError, TaskExecutionError
-from auto_workflow.history import RunStatus, get_run
+from auto_workflow.history import RunStatus, TaskStatus, get_run
 
 FLOW = """
 import os, time
@@ -202,6 +202,27 @@ def test_runs_show_json_lists_failures_first_with_their_error(tmp_path: Path) ->
     assert "nope" in missing.stderr
 
 
+def test_runs_is_a_rich_table_on_a_terminal_and_plain_when_piped(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(
+        "from auto_workflow import flow, task\n\n"
+        "@task\ndef bad() -> int:\n    raise ValueError('no')\n\n"
+        "@flow(name='[red]nightly[/red]')\ndef f() -> int:\n    return bad()\n"
+    )
+    _cli(tmp_path, "run", "flows.py:f", "--run-id", "rich-1", "--no-progress")
+    terminal = {"TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "120"}
+    shown = _cli(tmp_path, "runs", **terminal)
+    assert shown.returncode == 0, shown.stderr
+    assert "\u2500" in shown.stdout  # the table's rule
+    assert "\x1b[1;31mfailed" in shown.stdout  # failed in bold red
+    assert "[red]nightly[/red]" in shown.stdout  # a name is text, never rich markup
+    piped = _cli(tmp_path, "runs", TTY_INTERACTIVE="0")  # whatever the outer terminal is
+    assert "\x1b" not in piped.stdout
+    assert piped.stdout.splitlines()[0].split() == [
+        *("RUN", "ID", "FLOW", "STATUS", "STARTED", "DURATION", "OK", "FAILED", "SKIPPED"),
+    ]
+    assert "rich-1  [red]nightly[/red]  failed" in piped.stdout
+
+
 # -- in process ------------------------------------------------------------------------------
 
 CALLS: list[int] = []
@@ -232,6 +253,67 @@ def test_resume_in_process_runs_only_what_had_not_finished() -> None:
     assert get_run("py-1").status is RunStatus.FAILED
     assert three.resume("py-1") == [0, 1, 2]
     assert sorted(CALLS) == [0, 1, 2, 2]  # 0 and 1 ran once; 2 failed once, then ran
+
+
+PARSED: list[int] = []
+CONSUMER_CRASHES = [True]
+
+
+@task
+def parse_row(x: int) -> int:
+    PARSED.append(x)
+    if x % 3 == 0:
+        raise ValueError(f"bad row {x}")
+    return x * 10
+
+
+@task
+def row_numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def report_rows(values: list[Any]) -> list[Any]:
+    if CONSUMER_CRASHES[0]:
+        raise RuntimeError("the consumer crashed")
+    return [f"error: {v.original}" if isinstance(v, TaskExecutionError) else v for v in values]
+
+
+@flow(durable=True)
+def handled() -> list[Any]:
+    return report_rows(fan_out(parse_row, row_numbers(5), return_exceptions=True))
+
+
+HANDLED = ["error: bad row 0", 10, 20, "error: bad row 3", 40]
+
+
+def test_a_run_with_handled_fan_out_failures_is_recorded_as_succeeded() -> None:
+    PARSED.clear()
+    CONSUMER_CRASHES[0] = False
+    assert handled.run(run_id="handled-1") == HANDLED
+    run = get_run("handled-1")
+    assert run.status is RunStatus.SUCCEEDED
+    parsed = [t for t in run.tasks if t.task == "parse_row"]
+    assert [t.status for t in parsed].count(TaskStatus.FAILED) == 2
+    failed = [t for t in parsed if t.status is TaskStatus.FAILED]
+    assert all(t.checkpoint for t in failed)  # a caught error is kept like a result
+    assert failed[0].error is not None
+    assert "bad row 0" in failed[0].error.message
+    PARSED.clear()
+    assert handled.run(run_id="handled-1") == HANDLED  # resumed: nothing runs again
+    assert PARSED == []
+
+
+def test_resuming_after_a_crash_gives_the_consumer_the_same_list() -> None:
+    PARSED.clear()
+    CONSUMER_CRASHES[0] = True
+    with pytest.raises(TaskExecutionError, match="the consumer crashed"):
+        handled.run(run_id="handled-2")
+    assert sorted(PARSED) == [0, 1, 2, 3, 4]
+    CONSUMER_CRASHES[0] = False
+    PARSED.clear()
+    assert handled.resume("handled-2") == HANDLED
+    assert PARSED == []  # failed elements come back from their checkpoints, not re-run
 
 
 def test_a_changed_graph_is_refused_saying_where_it_differs() -> None:

@@ -48,6 +48,41 @@ def test_a_large_run_itemises_the_first_calls_and_counts_the_rest(
     assert len(itemised) == 10 + 3  # the first ten (one failed), then the later failures
 
 
+@task
+def total(xs: list[int]) -> list[int]:
+    return [sum(xs)]
+
+
+@flow
+def two_fanouts_and_direct_calls(n: int) -> object:
+    direct = [check(i * 25) for i in range(15)]  # build-time calls: no fan-out
+    first = fan_out(check, source(n))
+    second = fan_out(check, total(source(3)))  # one call, in its own expansion
+    third = fan_out(check, source(n + 1))
+    return direct, first, second, third
+
+
+def test_counted_calls_go_to_the_row_of_their_own_fan_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_engine, "ITEMISED", 10)
+    monkeypatch.setattr(_engine, "UPFRONT", 0)  # as in a large graph: build-time calls too
+    two_fanouts_and_direct_calls.run(40, failure_policy="continue", run_id="rows")
+    run = get_run("rows")
+    summary = {(s.fanout, s.status.value): s.item for s in run.tasks if s.kind == "summary"}
+    itemised = [t for t in run.tasks if t.kind == "task" and t.task == "check"]
+    # 15 direct calls + 40 + 1 + 41 fan-out calls; 10 itemised, plus each later failure
+    counted = sum(summary.values())
+    assert counted + len(itemised) == 15 + 40 + 1 + 41
+    fanouts = {t.fanout for t in run.tasks if t.kind == "summary"}
+    assert None in fanouts  # the direct calls past the first ten
+    assert len(fanouts) == 4  # the direct calls, and the three fan-outs
+    for row in (t for t in run.tasks if t.kind == "summary"):
+        assert row.started_at is not None
+        assert row.ended_at is not None
+        assert row.started_at <= row.ended_at
+
+
 def test_a_durable_run_itemises_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_engine, "ITEMISED", 10)
     many.run(30, failure_policy="continue", run_id="durable-big", durable=True)

@@ -624,7 +624,10 @@ def _finish_run(
 ) -> int:
     """After a run that returned: summary, result, and exit 1 if tasks failed (continue)."""
     errors, any_error = _errors_in(result)
-    failed = any_error or progress.snapshot().failed > 0
+    if progress.status is not None:  # the run's own word: handled failures do not count
+        failed = progress.status != "succeeded"
+    else:
+        failed = any_error or progress.snapshot().failed > 0
     records = _summarise(progress, console, "finished with failures" if failed else "succeeded")
     _emit(_result_text(result, as_json))
     if not failed:

@@ -54,6 +54,7 @@ __all__ = [
     "print_summary",
     "result_text",
     "rich_console",
+    "rich_table",
     "safe_text",
     "stdout_to_stderr",
     "summary_rows",
@@ -288,11 +289,21 @@ class RunProgress:
         self._run_id: str | None = None
         self._start: float | None = None
         self._end: float | None = None
+        self._status: str | None = None
 
     @property
     def started(self) -> bool:
         """Whether the run's ``flow_started`` event has arrived (its graph was built)."""
         return self._start is not None
+
+    @property
+    def status(self) -> str | None:
+        """How the run ended, as its ``flow_completed`` event says (``None``: not yet).
+
+        ``"succeeded"`` with failed tasks is a run whose failures were all handled:
+        elements of ``fan_out(..., return_exceptions=True)``.
+        """
+        return self._status
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[RunProgress]:
@@ -327,6 +338,7 @@ class RunProgress:
             return
         if name == "flow_completed":
             self._end = time.perf_counter()
+            self._status = payload.get("status")
             return
         if name == "fanout_expanded":
             for node, task in payload.get("nodes", ()):
@@ -542,6 +554,43 @@ def _print_rich_summary(
         table.caption = _left_out_line(left_out)
     console.print(escape(title), style="bold", highlight=False)
     console.print(table)
+
+
+def rich_table(
+    header: list[str], rows: list[list[str]], *, status: int | None = None, right: int = 0
+) -> str | None:
+    """``rows`` as a ``rich`` table for stdout, or ``None`` when rich is not installed or
+    stdout is not an interactive terminal (scripts reading the output get the plain table).
+
+    Cells are shown as plain text (a ``[`` in a flow name is not markup); column ``status``
+    is coloured by its value; the last ``right`` columns (counts, durations) align right.
+    """
+    try:
+        from rich.console import Console  # optional extra (auto-workflow[cli])
+        from rich.table import Table
+        from rich.text import Text
+    except ImportError:
+        return None
+    console = Console()
+    if not console.is_interactive:
+        return None
+    table = Table(box=_rich_box(), header_style="bold", show_edge=False, pad_edge=False)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="right" if i >= len(header) - right else "left")
+    for row in rows:
+        cells = [Text(cell) for cell in row]
+        if status is not None:
+            cells[status].stylize(_STYLES.get(row[status], ""))
+        table.add_row(*cells)
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get().rstrip("\n")
+
+
+def _rich_box() -> Any:
+    from rich import box  # optional extra (auto-workflow[cli])
+
+    return box.SIMPLE_HEAD
 
 
 # -- live display ----------------------------------------------------------------------------

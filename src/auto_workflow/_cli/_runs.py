@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from auto_workflow._cli._output import rich_table
 from auto_workflow._history._engine import history_path
 from auto_workflow._history._store import HistoryStore
 from auto_workflow._history._ui import DEFAULT_PORT, UIServer, is_loopback
@@ -100,10 +101,9 @@ def cmd_runs(args: argparse.Namespace) -> str:
         return json.dumps([_summary_json(r) for r in runs], indent=2)
     if not runs:
         return "no recorded runs" + (f" of flow {one_line(args.flow)!r}" if args.flow else "")
-    return _table(
-        ["RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "OK", "FAILED", "SKIPPED"],
-        [_summary_row(r) for r in runs],
-    )
+    header = ["RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "OK", "FAILED", "SKIPPED"]
+    rows = [_summary_row(r) for r in runs]
+    return rich_table(header, rows, status=2, right=4) or _table(header, rows)
 
 
 def _summary_row(run: RunSummary) -> list[str]:
@@ -143,7 +143,8 @@ def _show(run_id: str, as_json: bool) -> str:
     lines.append(f"tasks: {counts or 'none'}")
     lines.append("")
     rows = [_task_row(t) for t in _failures_first(run.tasks)]
-    lines.append(_table(["NODE", "TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"], rows))
+    header = ["NODE", "TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"]
+    lines.append(rich_table(header, rows, status=2) or _table(header, rows))
     return "\n".join(lines)
 
 

@@ -38,6 +38,7 @@ from auto_workflow._core._journal import RunSpec, installed_history
 from auto_workflow._core._model import (
     ArtifactRef,
     FailurePolicy,
+    RetryOn,
     RunIn,
     TaskOptionAttributes,
     TaskOptions,
@@ -167,23 +168,33 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
         self.options = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature, self._arity = _call_shape(fn)
+        self._misfits: dict[object, str | None] = {}
+        """Per call shape (positional count, keyword names): why it does not bind, or None."""
 
     def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise now, naming the task, if ``args`` and ``kwargs`` do not fit its signature.
+        """Raise TypeError now, naming the task, if ``args`` and ``kwargs`` do not bind to
+        its signature (wrong arity, an unknown keyword, a missing argument).
 
-        Used while a flow is built, so a wrong call fails the build instead of the run.
+        Called for every task call, in a flow body (so a wrong call fails the build, not
+        the run) and outside one (so it is never attempted, nor retried). Whether a call
+        binds depends only on how many positional arguments it has and which keywords, so
+        ``Signature.bind`` runs once per such shape; plain positional calls do not bind.
         """
         arity = self._arity
         if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
             return  # the common case, without binding
         if self._signature is None:
             return  # no signature to check against; the call itself will tell
-        try:
-            self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"task {self.name!r} called with arguments that do not fit: {exc}"
-            ) from None
+        shape = (len(args), *kwargs) if kwargs else len(args)
+        misfits = self._misfits
+        if shape in misfits:
+            why = misfits[shape]
+        else:
+            why = _bind_error(self._signature, args, kwargs)
+            if len(misfits) < _MAX_CALL_SHAPES:
+                misfits[shape] = why
+        if why is not None:
+            raise TypeError(f"task {self.name!r} called with arguments that do not fit: {why}")
 
     def __repr__(self) -> str:
         return f"<TaskDefinition {self.name!r} run_in={self.options.run_in.value!r}>"
@@ -200,20 +211,34 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
                 self.check_call(args, kwargs)
             # No cast(): it would be one more function call per node built.
             return graph.add(self, args, kwargs)  # type: ignore[return-value]
-        return _run_sync(self.run_async(*args, **kwargs))
+        _check_no_placeholders(f"task {self.name!r}", args, kwargs)
+        self.check_call(args, kwargs)
+        # On a loop of its own, where nothing else runs: holding it harms no one.
+        return _run_sync(self._run_now(args, kwargs, blocking_warning_ms=0.0))
 
     async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task now and return its value; for async callers (``await t.run_async()``).
 
         Raises:
+            TypeError: the arguments do not bind to the task's signature (nothing runs).
             TaskExecutionError: (or a subclass) when the task finally fails.
         """
         _check_no_placeholders(f"task {self.name!r}", args, kwargs)
+        self.check_call(args, kwargs)
+        blocking = get_config().blocking_warning_ms  # on the caller's loop: it may matter
+        return await self._run_now(args, kwargs, blocking_warning_ms=blocking)
+
+    async def _run_now(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, blocking_warning_ms: float
+    ) -> R:
+        """One direct call, as a run of its own."""
         plugins = DEFAULTS.snapshot()
         base = RunContext(
             run_id=new_run_id(), flow_name=None, params={}, artifact_store=plugins.store
         )
-        calls = CallRunner(base, plugins, DEFAULT_THREAD_WORKERS)
+        calls = CallRunner(
+            base, plugins, DEFAULT_THREAD_WORKERS, blocking_warning_ms=blocking_warning_ms
+        )
         try:
             events = calls.plugins.events
             node_id = f"{self.name}:direct"
@@ -280,6 +305,21 @@ class TaskDefinition(TaskOptionAttributes, Generic[P, R]):
         if changes.get("tags", ()) is None:
             changes["tags"] = frozenset()
         return TaskDefinition(self.fn, replace(self.options, **changes))
+
+
+_MAX_CALL_SHAPES = 256
+"""Call shapes remembered per task (a bound on callers that build keyword sets on the fly)."""
+
+
+def _bind_error(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
+    """Why a call with these arguments does not bind to ``signature``; None if it does."""
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None
 
 
 def _call_shape(fn: Callable[..., Any]) -> tuple[inspect.Signature | None, tuple[int, int] | None]:
@@ -360,6 +400,8 @@ def task(
     retries: int = 0,
     retry_backoff: float = 0.0,
     retry_jitter: float = 0.0,
+    retry_on: RetryOn | None = None,
+    retry_backoff_max: float | None = None,
     timeout: float | None = None,
     cache_ttl: int | None = None,
     cache_key_fn: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
@@ -377,6 +419,8 @@ def task(
     retries: int = 0,
     retry_backoff: float = 0.0,
     retry_jitter: float = 0.0,
+    retry_on: RetryOn | None = None,
+    retry_backoff_max: float | None = None,
     timeout: float | None = None,
     cache_ttl: int | None = None,
     cache_key_fn: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
@@ -397,6 +441,11 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         retry_backoff: Base seconds of exponential backoff: retry k sleeps
             ``retry_backoff * 2**(k-1)``.
         retry_jitter: Up to this many random seconds added to each backoff.
+        retry_on: Which failures are worth retrying: an exception type, a tuple of them,
+            or a predicate ``(exception) -> bool``; other errors fail at once (default:
+            every error is retried).
+        retry_backoff_max: Most seconds the exponential backoff may reach (jitter is added
+            after the cap; default: no cap).
         timeout: Seconds each attempt may take.
         cache_ttl: Seconds a successful result is reused from the result cache.
         cache_key_fn: ``(fn, args, kwargs) -> str`` replacing the default cache key.
@@ -442,6 +491,8 @@ _TASK_OPTIONS = frozenset(
         "retries",
         "retry_backoff",
         "retry_jitter",
+        "retry_on",
+        "retry_backoff_max",
         "timeout",
         "cache_ttl",
         "cache_key_fn",
@@ -784,18 +835,26 @@ async def _run_graph(
     limit = request.limit
     checkpoints = session.checkpoints
     fetch = localize if placement is not None and checkpoints is not None else None
-    calls = CallRunner(base, plugins, limit or DEFAULT_THREAD_WORKERS, placement)
+    config = get_config()
+    threads = limit or DEFAULT_THREAD_WORKERS
+    blocking = config.blocking_warning_ms
+    calls = CallRunner(base, plugins, threads, placement, blocking_warning_ms=blocking)
     runner = FlowRunner(
         graph,
         calls,
         policy=request.policy,
         max_concurrency=limit,
-        max_dynamic_tasks=get_config().max_dynamic_tasks,
+        max_dynamic_tasks=config.max_dynamic_tasks,
         journal=session.journal,
         checkpoints=checkpoints,
         fetch=fetch,
         output=out,
     )
+    if placement is not None and limit is None and checkpoints is None and not plugins.middleware:
+        # Nothing of the client's would be bypassed by submitting a task before its inputs
+        # are done: no concurrency bound, no middleware around attempts, no checkpoint that
+        # could stand in for a task's run.
+        placement.look_ahead(runner.state)
     try:
         await _observe_flow(calls, runner)
         output = runner.output(out)
@@ -950,9 +1009,43 @@ def _check_run_keywords(fn: Callable[..., Any], name: str) -> None:
         )
 
 
+@overload
 def fan_out(
-    task_def: TaskDefinition[[T], R], iterable: Iterable[T], max_concurrency: int | None = None
-) -> list[R]:
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> list[R]: ...
+
+
+@overload
+def fan_out(
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: Literal[True],
+) -> list[R | TaskExecutionError]: ...
+
+
+@overload
+def fan_out(
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: bool,
+) -> list[R] | list[R | TaskExecutionError]: ...
+
+
+def fan_out(
+    task_def: TaskDefinition[[T], R],
+    iterable: Iterable[T],
+    max_concurrency: int | None = None,
+    *,
+    return_exceptions: bool = False,
+) -> list[R] | list[R | TaskExecutionError]:
     """Map ``task_def`` over ``iterable``.
 
     In a flow body: over a concrete iterable, one call per element (a list of placeholders);
@@ -964,19 +1057,32 @@ def fan_out(
         task_def: The task to call once per element.
         iterable: The elements, or a task result that will be a list of them.
         max_concurrency: How many of these calls may run at once (default: unbounded).
+        return_exceptions: A failed element's result is its :class:`TaskExecutionError`:
+            the tasks given the list (or an element) run with the error in its place, and
+            the failure does not fail the run. Default: a failure follows the run's
+            failure policy, and the list's consumers are skipped.
+
+    Raises:
+        TypeError: not a task, a task that cannot take one element, not an iterable.
     """
     if not isinstance(task_def, TaskDefinition):
         raise TypeError(f"fan_out needs a @task as its first argument; got {task_def!r}")
     limit = _check_max_concurrency(max_concurrency, f"fan_out({task_def.name}) max_concurrency")
+    if not isinstance(return_exceptions, bool):
+        raise TypeError(
+            f"fan_out({task_def.name}, ...): return_exceptions must be True or False; "
+            f"got {return_exceptions!r}"
+        )
     graph = _building.get()
     if graph is None:
-        return _fan_out_now(task_def, iterable, limit)
+        return _fan_out_now(task_def, iterable, limit, return_exceptions)
     task_def.check_call((None,), {})  # each call gets one element
     if isinstance(iterable, Placeholder):
-        return cast(list[R], graph.add_barrier(task_def, iterable, limit))
+        barrier = graph.add_barrier(task_def, iterable, limit, caught=return_exceptions)
+        return cast(list[R], barrier)
     _require_iterable(task_def, iterable)
     group = Group(limit) if limit is not None else None
-    return graph.add_each(task_def, iterable, group)
+    return graph.add_each(task_def, iterable, group, return_exceptions)
 
 
 def _require_iterable(task_def: TaskDefinition[Any, Any], iterable: object) -> None:
@@ -992,14 +1098,16 @@ def _require_iterable(task_def: TaskDefinition[Any, Any], iterable: object) -> N
 
 
 def _fan_out_now(
-    task_def: TaskDefinition[[T], R], iterable: Iterable[T], limit: int | None
+    task_def: TaskDefinition[[T], R], iterable: Iterable[T], limit: int | None, caught: bool
 ) -> list[R]:
     """Outside a flow: run one call per element now, concurrently, and return the list."""
     _require_iterable(task_def, iterable)
     items = list(iterable)
 
     def body() -> list[R]:
-        return fan_out(task_def, items, max_concurrency=limit)
+        return cast(
+            list[R], fan_out(task_def, items, max_concurrency=limit, return_exceptions=caught)
+        )
 
     anonymous = Flow(body, f"fan_out({task_def.name})")
     return anonymous.run(max_concurrency=limit)

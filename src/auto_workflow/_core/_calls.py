@@ -57,6 +57,7 @@ from auto_workflow.exceptions import (
 
 if TYPE_CHECKING:
     from auto_workflow._core._journal import RunJournal
+    from auto_workflow._core._model import TaskOptions
     from auto_workflow._core._plugins import Plugins
     from auto_workflow._execution._placement import Placement
 
@@ -151,7 +152,11 @@ class CallRunner:
         plugins: Plugins,
         thread_workers: int,
         placement: Placement | None = None,
+        *,
+        blocking_warning_ms: float = 0.0,
     ) -> None:
+        """``blocking_warning_ms``: a plain function run on the loop that holds it this long
+        or longer is logged once per task of the run (0: never)."""
         self.base = base
         self.placement = placement
         """Where tasks run when the run has a backend (a Dask cluster); None: run_in alone."""
@@ -159,7 +164,9 @@ class CallRunner:
         self._thread_workers = thread_workers
         self._thread: ThreadExecutor | None = None
         self._process: ProcessExecutor | None = None
-        self._async = AsyncExecutor()
+        self._blocking_limit = blocking_warning_ms / 1000 if blocking_warning_ms > 0 else math.inf
+        self._blocked: set[str] = set()
+        self._async = AsyncExecutor(self._blocking_limit, self._call_blocked)
         self._observed = bool(plugins.middleware) or plugins.tracer is not None
         self._inflight = _inflight_table()
         self._cache_failed = False
@@ -513,16 +520,21 @@ class CallRunner:
             except Exception as exc:
                 if journal is not None:
                     journal.attempt_failed(node, attempt, started, time.time(), exc)
-                if attempt >= total or isinstance(exc, SerializationError):
-                    raise self._final_error(task, exc, attempt) from exc
+                if attempt >= total:
+                    raise self._final_error(task, exc, attempt, exhausted=True) from exc
+                if isinstance(exc, SerializationError) or not _worth_retrying(task, exc):
+                    raise self._final_error(task, exc, attempt, exhausted=False) from exc
                 self._on_retry(task, node, attempt, exc)
-                await asyncio.sleep(_backoff(opts.retry_backoff, opts.retry_jitter, attempt))
+                await asyncio.sleep(_backoff(opts, attempt))
                 attempt += 1
 
-    def _final_error(self, task: TaskLike, exc: BaseException, attempts: int) -> TaskExecutionError:
+    def _final_error(
+        self, task: TaskLike, exc: BaseException, attempts: int, *, exhausted: bool
+    ) -> TaskExecutionError:
+        """The task's error: ``exhausted`` when every configured retry was used."""
         if isinstance(exc, AttemptTimeoutError):
             return TimeoutError(task.name, exc, attempts)
-        if task.options.retries > 0:
+        if exhausted and task.options.retries > 0:
             return RetryExhaustedError(task.name, exc, attempts)
         return TaskExecutionError(task.name, exc, attempts)
 
@@ -575,20 +587,48 @@ class CallRunner:
         token = set_frame(TaskFrame(self.base, task.name, node, attempt))
         try:
             timeout = task.options.timeout
-            if timeout is None:
+            if task.is_async:
                 value = task.fn(*args, **kwargs)
-                return await value if task.is_async or inspect.isawaitable(value) else value
+                return await (value if timeout is None else _bounded(value, timeout))
             start = time.perf_counter()
-            value = task.fn(*args, **kwargs)
-            if task.is_async or inspect.isawaitable(value):
-                return await _bounded(value, timeout)
+            try:
+                value = task.fn(*args, **kwargs)
+            finally:
+                held = time.perf_counter() - start
+                if held >= self._blocking_limit:
+                    self.loop_blocked(task.name, _node_id(node), held)
+            if inspect.isawaitable(value):
+                return await (value if timeout is None else _bounded(value, timeout))
             # A plain function held the loop until it returned, so nothing could interrupt
             # it; an attempt that ran past its limit still fails, as soon as it is back.
-            if time.perf_counter() - start > timeout:
+            if timeout is not None and held > timeout:
                 raise AttemptTimeoutError(timeout)
             return value
         finally:
             reset_frame(token)
+
+    def _call_blocked(self, call: Call, seconds: float) -> None:
+        self.loop_blocked(call.task_name, call.context.node_id or "", seconds)
+
+    def loop_blocked(self, task_name: str, node_id: str, seconds: float) -> None:
+        """Log that a call of ``task_name`` held the event loop ``seconds``: once per task
+        per run, since a task that blocks once will block on every call."""
+        if task_name in self._blocked:
+            return
+        self._blocked.add(task_name)
+        logger.warning(
+            "task %r (%s) blocked the event loop for %.0f ms: a plain function with "
+            'run_in="async" (the default) runs on the loop thread, and no other task can '
+            'run meanwhile; use run_in="thread" (or "process" for CPU-bound work), or make '
+            "it async (flow %r, run %s; logged once per task per run; the config key "
+            "blocking_warning_ms=%g sets the threshold, 0 turns this off)",
+            task_name,
+            node_id,
+            seconds * 1000,
+            self.base.flow_name,
+            self.base.run_id,
+            self._blocking_limit * 1000,
+        )
 
     async def _observed_attempt(
         self, task: TaskLike, node_id: str, attempt: int, executor: Executor, call: Call
@@ -666,7 +706,7 @@ class BareCall:
     of that in a coroutine of its own.
     """
 
-    __slots__ = ("_calls", "awaits", "fn", "name", "task", "task_done")
+    __slots__ = ("_calls", "awaits", "blocking", "fn", "name", "task", "task_done")
 
     def __init__(self, calls: CallRunner, task: TaskLike) -> None:
         self._calls = calls
@@ -677,17 +717,30 @@ class BareCall:
         self.fn = task.fn
         self.name = task.name
         self.awaits = task.is_async
+        self.blocking = math.inf if task.is_async else calls._blocking_limit
+        """Seconds a plain function may hold the loop before :meth:`blocked` is to be told
+        (``inf``: never, for an async function or with the warning off)."""
+
+    def blocked(self, node: NodeFrame, seconds: float) -> None:
+        """The plain function held the loop ``seconds`` (at least :attr:`blocking`)."""
+        self._calls.loop_blocked(self.name, _node_id(node), seconds)
 
     def succeeded(self, start: float) -> None:
         """The call that began at ``perf_counter()`` ``start`` returned."""
         self.task_done(self.name, "success", (perf_counter() - start) * 1000)
 
-    def failed(self, exc: Exception, start: float) -> TaskExecutionError:
+    def failed(
+        self, exc: Exception, start: float, node: NodeFrame, returned: bool
+    ) -> TaskExecutionError:
         """The call that began at ``start`` raised ``exc``: its TaskExecutionError (caused
-        by ``exc``, as if raised from it)."""
-        self.task_done(self.name, "failure", (perf_counter() - start) * 1000)
+        by ``exc``, as if raised from it). ``returned``: the function itself returned (an
+        awaitable, which raised), so how long it held the loop has been looked at."""
+        took = perf_counter() - start
+        if not returned and took >= self.blocking:
+            self.blocked(node, took)
+        self.task_done(self.name, "failure", took * 1000)
         try:
-            raise self._calls._final_error(self.task, exc, 1) from exc
+            raise self._calls._final_error(self.task, exc, 1, exhausted=True) from exc
         except TaskExecutionError as err:
             return err
 
@@ -695,12 +748,18 @@ class BareCall:
         """One call of the task for ``node``: its value, or its TaskExecutionError raised."""
         token = set_node_frame(node)
         start = perf_counter()
+        returned = False
         try:
             value = self.fn(*args, **kwargs)
+            returned = True
+            if not self.awaits:
+                held = perf_counter() - start
+                if held >= self.blocking:
+                    self.blocked(node, held)
             if self.awaits or inspect.isawaitable(value):
                 value = await value
         except Exception as exc:
-            raise self.failed(exc, start) from exc
+            raise self.failed(exc, start, node, returned) from exc
         finally:
             reset_frame(token)
         self.succeeded(start)
@@ -725,12 +784,49 @@ def _attempt_began(journal: RunJournal | None, node: Any, attempt: int) -> float
     return started
 
 
-def _backoff(base: float, jitter: float, attempt: int) -> float:
-    """Seconds to sleep before retry ``attempt`` (1-based): base * 2**(k-1) + U(0, jitter)."""
-    delay = base * 2 ** (attempt - 1)
-    if jitter:
-        delay += random.uniform(0, jitter)
+def _backoff(opts: TaskOptions, attempt: int) -> float:
+    """Seconds to sleep before retry ``attempt`` (1-based): ``retry_backoff * 2**(k-1)``,
+    at most ``retry_backoff_max``, plus a uniform ``0..retry_jitter``."""
+    delay = 0.0
+    if opts.retry_backoff:
+        try:
+            delay = opts.retry_backoff * 2.0 ** (attempt - 1)
+        except OverflowError:  # a thousand retries and more: the doubling left the floats
+            delay = math.inf
+    cap = opts.retry_backoff_max
+    if cap is not None and delay > cap:
+        delay = cap
+    if opts.retry_jitter:
+        delay += random.uniform(0, opts.retry_jitter)
     return delay if math.isfinite(delay) else 0.0
+
+
+def _worth_retrying(task: TaskLike, exc: Exception) -> bool:
+    """Whether ``task``'s ``retry_on`` accepts ``exc`` (every error when it has none).
+
+    A timed-out attempt raises :class:`AttemptTimeoutError` (a builtin TimeoutError);
+    naming the task-level :class:`TimeoutError` in ``retry_on`` retries it too. A predicate
+    that raises is a bug of its own: logged, and the error is not retried.
+    """
+    rule = task.options.retry_on
+    if rule is None:
+        return True
+    if isinstance(rule, tuple):
+        if isinstance(exc, rule):
+            return True
+        return isinstance(exc, AttemptTimeoutError) and TimeoutError in rule
+    try:
+        return bool(rule(exc))
+    except Exception as bug:
+        logger.warning(
+            "task %r: its retry_on predicate raised %s: %s; %r is not retried",
+            task.name,
+            type(bug).__name__,
+            bug,
+            exc,
+            exc_info=bug,
+        )
+        return False
 
 
 async def call_with_events(

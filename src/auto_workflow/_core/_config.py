@@ -76,6 +76,9 @@ class Config(Mapping[str, ConfigValue]):
         executor: Where flow runs send their tasks: ``"local"`` or ``"dask"``.
         dask_address: The Dask scheduler ``executor="dask"`` connects to (``None``: start
             an embedded ``LocalCluster`` for each run).
+        blocking_warning_ms: A plain function run on the event loop (``run_in="async"``)
+            that holds it this many milliseconds or more is logged, once per task per run
+            (``0``: never).
     """
 
     log_level: str = "INFO"
@@ -94,6 +97,7 @@ class Config(Mapping[str, ConfigValue]):
     durable: bool = False
     executor: str = "local"
     dask_address: str | None = None
+    blocking_warning_ms: float = 100.0
 
     @overload
     def __getitem__(self, key: _StrKey) -> str: ...
@@ -112,6 +116,9 @@ class Config(Mapping[str, ConfigValue]):
 
     @overload
     def __getitem__(self, key: Literal["durable"]) -> bool: ...
+
+    @overload
+    def __getitem__(self, key: Literal["blocking_warning_ms"]) -> float: ...
 
     @overload
     def __getitem__(self, key: str) -> ConfigValue: ...
@@ -140,6 +147,24 @@ def _positive_int(key: str, value: object, source: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"config {key}={value!r} from {source}: must be a positive integer")
     return value
+
+
+def _milliseconds(key: str, value: object, source: str) -> float:
+    """A number of milliseconds >= 0 (0: off), from a number or its text."""
+    number: object = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        number = -1.0
+    if not 0 <= number < float("inf"):  # NaN fails too
+        raise ValueError(
+            f"config {key}={value!r} from {source}: must be a number of milliseconds >= 0 "
+            "(0 turns it off)"
+        )
+    return float(number)
 
 
 def _optional_positive_int(key: str, value: object, source: str) -> int | None:
@@ -251,6 +276,7 @@ _VALIDATORS: dict[str, Callable[[str, object, str], Any]] = {
     "durable": _flag,
     "executor": _choice("local", "dask"),
     "dask_address": _optional_address,
+    "blocking_warning_ms": _milliseconds,
 }
 
 

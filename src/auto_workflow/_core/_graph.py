@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
@@ -25,12 +25,14 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_KWARGS",
     "Barrier",
+    "CaughtNode",
     "Graph",
     "Group",
     "GroupedNode",
     "Node",
     "OrderedNode",
     "Placeholder",
+    "Results",
     "TaskLike",
     "iter_placeholders",
     "resolve",
@@ -214,6 +216,10 @@ class Node(Placeholder):
     """The fan-out group whose ``max_concurrency`` bounds this call (``None``: unbounded)."""
     children: tuple[int, int] | None = None
     """For an expanded barrier: (first child index, count)."""
+    caught: bool = False
+    """Whether a failure of this call is its result, an element of ``fan_out(...,
+    return_exceptions=True)`` (a :class:`CaughtNode`; for a :class:`Barrier`, whether its
+    children are caught). See ``RunState.catch``."""
 
     def __init__(
         self,
@@ -280,23 +286,50 @@ class GroupedNode(Node):
         self.group = group
 
 
+class CaughtNode(Node):
+    """An element of ``fan_out(..., return_exceptions=True)``: its failure is its result.
+    Rare enough to have its own class, so other nodes carry no field for it."""
+
+    __slots__ = ("caught", "group")
+
+    def __init__(
+        self,
+        graph: Graph,
+        index: int,
+        task: TaskLike,
+        args: tuple[Any, ...],
+        deps: tuple[int, ...],
+        group: Group | None,
+    ) -> None:
+        super().__init__(graph, index, task, args, NO_KWARGS, deps)
+        self.group = group
+        self.caught = True
+
+
 class Barrier(Node):
     """A dynamic fan-out: expands into one child call per item of its source's result."""
 
-    __slots__ = ("children", "group")
+    __slots__ = ("caught", "children", "group")
 
     is_barrier: ClassVar[bool] = True
     resolves: ClassVar[bool] = False
 
     def __init__(
-        self, graph: Graph, index: int, task: TaskLike, source: int, group: Group | None
+        self,
+        graph: Graph,
+        index: int,
+        task: TaskLike,
+        source: int,
+        group: Group | None,
+        caught: bool = False,
     ) -> None:
         super().__init__(graph, index, task, (), NO_KWARGS, (source,))
         self.group = group
         self.children = None
+        self.caught = caught
 
 
-_HANDLES: Final[frozenset[Any]] = frozenset({Node, OrderedNode, GroupedNode, Barrier})
+_HANDLES: Final[frozenset[Any]] = frozenset({Node, OrderedNode, GroupedNode, CaughtNode, Barrier})
 """The classes of every placeholder (each is a node): ``type(x) in _HANDLES`` is the
 engine's placeholder test, cheaper than an ``isinstance``."""
 
@@ -388,11 +421,20 @@ class Graph:
         self.nodes.append(node)
         return node
 
-    def add_each(self, task: TaskLike, items: Iterable[Any], group: Group | None) -> list[Any]:
+    def add_each(
+        self, task: TaskLike, items: Iterable[Any], group: Group | None, caught: bool = False
+    ) -> list[Any]:
         """:meth:`add` of ``task(item)`` for each item (a static fan-out), one placeholder
-        per call; a placeholder item makes a dependency as it would in :meth:`add`."""
+        per call; a placeholder item makes a dependency as it would in :meth:`add`.
+        ``caught``: each call's failure is its result (:class:`CaughtNode`)."""
         nodes = self.nodes
         first = len(nodes)
+        if caught:
+            for item in items:
+                on: list[int] = []
+                self._scan_args((item,), on)
+                nodes.append(CaughtNode(self, len(nodes), task, (item,), _ordered(on), group))
+            return nodes[first:]
         for item in items:
             index = len(nodes)
             if type(item) in _ATOMS and group is None:
@@ -406,13 +448,24 @@ class Graph:
                 )
         return nodes[first:]
 
-    def add_barrier(self, task: TaskLike, source: Placeholder, limit: int | None) -> Placeholder:
-        """Record a dynamic fan-out of ``task`` over the future result of ``source``."""
+    def add_barrier(
+        self, task: TaskLike, source: Placeholder, limit: int | None, *, caught: bool = False
+    ) -> Placeholder:
+        """Record a dynamic fan-out of ``task`` over the future result of ``source``;
+        ``caught``: each child's failure is its element of the list."""
         index = len(self.nodes)
         group = Group(limit) if limit is not None else None
-        barrier = Barrier(self, index, task, self.own(source), group)
+        barrier = Barrier(self, index, task, self.own(source), group, caught)
         self.nodes.append(barrier)
         return barrier
+
+    def find(self, node_id: str) -> Node | None:
+        """The node whose :attr:`Node.id` is ``node_id`` (its inverse, O(1)), or ``None``."""
+        index = node_id.rpartition(":")[2]
+        if not index.isdigit() or int(index) >= len(self.nodes):
+            return None
+        node = self.nodes[int(index)]
+        return node if node.id == node_id else None
 
     def own(self, p: Placeholder) -> int:
         """The index of ``p``, checking that it was made by this graph."""
@@ -564,7 +617,11 @@ def iter_placeholders(value: Any) -> Iterator[Placeholder]:
             stack.extend(item)
 
 
-def resolve(value: Any, results: list[Any]) -> Any:
+Results = Sequence[Any] | Mapping[int, Any]
+"""What :func:`resolve` reads a placeholder's value from: indexed by node index."""
+
+
+def resolve(value: Any, results: Results) -> Any:
     """``value`` with every placeholder replaced by its node's result (containers rebuilt)."""
     kind = type(value)
     if kind in _HANDLES:
@@ -586,7 +643,7 @@ def resolve(value: Any, results: list[Any]) -> Any:
     return value
 
 
-def resolve_args(args: tuple[Any, ...], results: list[Any]) -> tuple[Any, ...]:
+def resolve_args(args: tuple[Any, ...], results: Results) -> tuple[Any, ...]:
     """:func:`resolve` of a positional-argument tuple, taking placeholders and plain
     scalars (the usual arguments) without a call each."""
     if len(args) == 1:  # the usual calls of one or two arguments, without a list
@@ -612,7 +669,7 @@ def resolve_args(args: tuple[Any, ...], results: list[Any]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _resolve_subclass(value: Any, results: list[Any]) -> Any:
+def _resolve_subclass(value: Any, results: Results) -> Any:
     """Best effort for container subclasses: rebuild with the same type if it allows."""
     if isinstance(value, dict):
         items = {resolve(k, results): resolve(v, results) for k, v in value.items()}

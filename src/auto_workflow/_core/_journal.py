@@ -139,16 +139,18 @@ class Expansions:
     append increasing index ranges, so a lookup is a bisect.
     """
 
-    __slots__ = ("_barriers", "_firsts", "built")
+    __slots__ = ("_barriers", "_counts", "_firsts", "built")
 
     def __init__(self, built: int) -> None:
         self.built = built
         self._firsts: list[int] = []
+        self._counts: list[int] = []
         self._barriers: list[Node] = []
 
-    def add(self, barrier: Node, first: int) -> None:
-        """Record that ``barrier``'s children start at index ``first``."""
+    def add(self, barrier: Node, first: int, count: int) -> None:
+        """Record that ``barrier``'s ``count`` children start at index ``first``."""
         self._firsts.append(first)
+        self._counts.append(count)
         self._barriers.append(barrier)
 
     def origin(self, index: int) -> tuple[Node, int] | None:
@@ -157,6 +159,17 @@ class Expansions:
             return None
         at = bisect.bisect_right(self._firsts, index) - 1
         return self._barriers[at], index - self._firsts[at]
+
+    def span(self, index: int) -> tuple[int, int, Node | None]:
+        """``(first, stop, barrier)``: the index range ``index`` was made in, the build's
+        (barrier ``None``) or one expansion's; a lone ``index`` if no expansion made it."""
+        if index < self.built:
+            return 0, self.built, None
+        at = bisect.bisect_right(self._firsts, index) - 1
+        if at >= 0 and index < self._firsts[at] + self._counts[at]:
+            first = self._firsts[at]
+            return first, first + self._counts[at], self._barriers[at]
+        return index, index + 1, None
 
     def key(self, node: Node) -> str:
         """The node's stable key: its id, or ``<barrier id>[<item>]`` for a child."""

@@ -7,6 +7,7 @@ one never re-checks it. Errors name the task and the parameter at fault and say 
 from __future__ import annotations
 
 import enum
+import inspect
 import math
 import numbers
 import re
@@ -19,6 +20,8 @@ from auto_workflow.exceptions import InvalidKeyError
 __all__ = [
     "ArtifactRef",
     "FailurePolicy",
+    "RetryOn",
+    "RetryPredicate",
     "RunIn",
     "TaskOptionAttributes",
     "TaskOptions",
@@ -26,6 +29,17 @@ __all__ = [
 ]
 
 CacheKeyFn = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], str]
+
+RetryPredicate = Callable[[Exception], bool]
+"""``retry_on`` as a function: given a failed attempt's exception, True to retry it."""
+
+RetryOn = type[Exception] | tuple[type[Exception], ...] | RetryPredicate
+"""What ``retry_on`` accepts: an exception type, a tuple of them, or a predicate."""
+
+_RETRY_ON_VALID = (
+    "an exception type (a subclass of Exception), a tuple of them, or a predicate "
+    "(exception) -> bool"
+)
 
 
 class RunIn(enum.StrEnum):
@@ -61,6 +75,19 @@ class FailurePolicy(enum.StrEnum):
         raise ValueError(f"failure_policy must be one of {allowed}; got {value!r}")
 
 
+def _takes_one_argument(fn: Callable[..., Any]) -> bool:
+    """True if ``fn(x)`` binds (or ``fn`` has no signature to tell)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind(None)
+    except TypeError:
+        return False
+    return True
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -77,6 +104,8 @@ class TaskOptions:
     retries: int = 0
     retry_backoff: float = 0.0
     retry_jitter: float = 0.0
+    retry_on: RetryOn | None = None
+    retry_backoff_max: float | None = None
     timeout: float | None = None
     cache_ttl: int | None = None
     cache_key_fn: CacheKeyFn | None = None
@@ -91,6 +120,9 @@ class TaskOptions:
         self._check_int("retries", self.retries, minimum=0)
         self._check_seconds("retry_backoff", self.retry_backoff, allow_zero=True)
         self._check_seconds("retry_jitter", self.retry_jitter, allow_zero=True)
+        self._check_retry_on()
+        if self.retry_backoff_max is not None:
+            self._check_seconds("retry_backoff_max", self.retry_backoff_max, allow_zero=False)
         if self.timeout is not None:
             self._check_seconds("timeout", self.timeout, allow_zero=False)
         if self.cache_ttl is not None:
@@ -122,6 +154,26 @@ class TaskOptions:
         number = float(value)  # type: ignore[arg-type]
         if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
             self._fail(ValueError, param, valid)
+
+    def _check_retry_on(self) -> None:
+        """Keep ``retry_on`` as a tuple of exception types or a one-argument predicate."""
+        rule: object = self.retry_on
+        if rule is None:
+            return
+        if isinstance(rule, type):
+            rule = (rule,)
+        elif isinstance(rule, list | set | frozenset):
+            rule = tuple(rule)
+        if isinstance(rule, tuple):
+            if not rule:
+                self._fail(ValueError, "retry_on", "at least one exception type")
+            if not all(isinstance(kind, type) and issubclass(kind, Exception) for kind in rule):
+                self._fail(TypeError, "retry_on", _RETRY_ON_VALID)
+            object.__setattr__(self, "retry_on", rule)
+        elif isinstance(rule, BaseException) or not callable(rule):
+            self._fail(TypeError, "retry_on", _RETRY_ON_VALID)
+        elif not _takes_one_argument(rule):
+            self._fail(TypeError, "retry_on", "a predicate taking one argument (the exception)")
 
     def _check_run_in(self) -> None:
         try:
@@ -178,6 +230,16 @@ class TaskOptionAttributes:
     def retry_jitter(self) -> float:
         """Most random seconds added to each backoff."""
         return self.options.retry_jitter
+
+    @property
+    def retry_on(self) -> tuple[type[Exception], ...] | RetryPredicate | None:
+        """The exception types (or predicate) worth retrying; ``None``: every error."""
+        return self.options.retry_on  # type: ignore[return-value]  # a type became a tuple
+
+    @property
+    def retry_backoff_max(self) -> float | None:
+        """Most seconds of exponential backoff before one retry (``None``: no cap)."""
+        return self.options.retry_backoff_max
 
     @property
     def timeout(self) -> float | None:

@@ -28,6 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from inspect import isawaitable
 from time import perf_counter
 from typing import Any
@@ -46,7 +47,7 @@ from auto_workflow.exceptions import (
     UpstreamFailedError,
 )
 
-__all__ = ["FlowRunner", "text_fan_out_hint"]
+__all__ = ["CaughtFailure", "FlowRunner", "text_fan_out_hint"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,14 @@ _YIELD_EVERY = 64
 
 class _Abort(Exception):
     """Raised by a worker to make the TaskGroup cancel the others (fail-fast)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtFailure:
+    """A durable run's checkpoint of a caught failure (the error is the node's result),
+    told apart from a task that returned an exception object."""
+
+    error: TaskExecutionError
 
 
 class FlowRunner:
@@ -196,7 +205,7 @@ class FlowRunner:
         finally:
             self._workers -= 1
 
-    async def _run_bares(self, node: Node, call: BareCall) -> Node | None:
+    async def _run_bares(self, node: Node, call: BareCall) -> Node | None:  # noqa: C901
         """Run ``node``'s bare call, and then each next ready node that is another call of
         the same task, back to back in this one coroutine: the steps of
         :meth:`BareCall.run` inline, no coroutine of their own per call. Returns the next
@@ -208,6 +217,7 @@ class FlowRunner:
         """
         state, task = self.state, node.task
         fn, awaits, task_done, name = call.fn, call.awaits, call.task_done, call.name
+        blocking = call.blocking
         current: Node | None = node
         # Each call sets its node as the frame; the frame is reset once, when the streak
         # ends (between two calls only the engine runs, which never reads it).
@@ -220,12 +230,20 @@ class FlowRunner:
                 self._in_task += 1
                 start = perf_counter()
                 error = None
+                returned = False
                 try:
                     value = fn(*args, **kwargs) if kwargs else fn(*args)
-                    if awaits or isawaitable(value):
+                    returned = True
+                    if awaits:
                         value = await value
+                    else:  # a plain function held the loop: was it too long?
+                        held = perf_counter() - start
+                        if held >= blocking:
+                            call.blocked(current, held)
+                        if isawaitable(value):
+                            value = await value
                 except Exception as exc:  # noqa: BLE001 - the task's own failure, handled below
-                    error = call.failed(exc, start)
+                    error = call.failed(exc, start, current, returned)
                 finally:
                     self._in_task -= 1
                 if error is None:
@@ -289,8 +307,10 @@ class FlowRunner:
         try:
             value, how = await self._call_how(node, args, kwargs)
         except TaskExecutionError as err:
+            # A caught failure is the node's result: a durable run keeps it like one.
+            saved = bool(key) and node.caught and self._save_caught(key, err)
             if journal is not None:
-                journal.task_ended(node, "failed", err.attempts, time.time(), err, False)
+                journal.task_ended(node, "failed", err.attempts, time.time(), err, saved)
             self._on_failure(node, err)
             return
         except asyncio.CancelledError:
@@ -330,12 +350,18 @@ class FlowRunner:
         if self.state.has_ready():
             self._want_worker()
 
+    def _save_caught(self, key: str, err: TaskExecutionError) -> bool:
+        assert self.checkpoints is not None
+        return self.checkpoints.save(key, CaughtFailure(err))
+
     def _restore(self, node: Node, key: str) -> bool:
         """Take ``node``'s result from its checkpoint, if it has one; True if it did."""
         assert self.checkpoints is not None
         hit = self.checkpoints.load(key)
         if hit is None:
             return False
+        if hit[0].__class__ is CaughtFailure:
+            return node.caught and self._restore_caught(node, hit[0].error)
         self.state.started(node)  # its arguments are not needed: it will not run
         now = time.time()
         if self.journal is not None:
@@ -351,7 +377,27 @@ class FlowRunner:
             self._want_worker()
         return True
 
+    def _restore_caught(self, node: Node, err: TaskExecutionError) -> bool:
+        """A caught failure checkpointed by the run being resumed: the same error again."""
+        self.state.started(node)
+        now = time.time()
+        if self.journal is not None:
+            self.journal.task_started(node, now)
+            self.journal.task_ended(node, "failed", err.attempts, now, err, True)
+        if self._events is not None:
+            payload = self.calls.payload(node.task, node.id, attempt=err.attempts)
+            self._events.emit("task_failed", {**payload, "duration_ms": 0.0, "error": repr(err)})
+        self._on_failure(node, err)
+        return True
+
     def _on_failure(self, node: Node, err: TaskExecutionError) -> None:
+        if node.caught and not node.is_barrier:
+            # An element of fan_out(..., return_exceptions=True): its error is its result,
+            # for its dependants, and the run goes on (docs/fan-out.md).
+            self.state.catch(node, err)
+            if self.state.has_ready():
+                self._want_worker()
+            return
         skipped = self.state.fail(node, err)
         self._errors.append(err)
         events = self._events
@@ -388,7 +434,7 @@ class FlowRunner:
             self._on_failure(node, err)
             return
         first = len(self.state.graph.nodes)
-        self.expansions.add(node, first)
+        self.expansions.add(node, first, len(items))
         if self.journal is not None:
             self.journal.expanded(node, first, len(items))
             self.journal.task_ended(node, "succeeded", 1, time.time(), None, False)

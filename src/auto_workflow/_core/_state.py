@@ -11,6 +11,9 @@
   is at its ``max_concurrency`` waits in that group's own heap and is queued again when a
   sibling finishes;
 * a node ends exactly once: ``DONE``, ``FAILED`` or ``SKIPPED``;
+* a *caught* node (an element of ``fan_out(..., return_exceptions=True)``) that fails is
+  :meth:`RunState.catch`-ed: it ends ``FAILED`` with its error as its result, and its
+  dependants run with that error in its place instead of being skipped;
 * with ``keep`` given, a result is released (its slot holds :data:`RELEASED`) as soon as
   its last consumer has started (:meth:`RunState.started`), or when it is done if it has
   none, unless its node is in ``keep`` (the flow's outputs): each node counts the
@@ -30,6 +33,7 @@ from typing import Any, Final
 from auto_workflow._core._graph import (
     NO_KWARGS,
     Barrier,
+    CaughtNode,
     Graph,
     GroupedNode,
     Node,
@@ -377,6 +381,17 @@ class RunState:
         if keep is not None and index not in keep and self._status[index] == DONE:
             self.results[index] = RELEASED
 
+    def catch(self, node: Node, error: BaseException) -> bool:
+        """Record a caught node's failure: it ends ``FAILED`` with ``error`` as its result,
+        and its dependants go on as after a success, receiving ``error`` in its place
+        (nothing is skipped). The runner decides which nodes are caught (``node.caught``).
+        Returns what :meth:`done` does.
+        """
+        ready = self.done(node, error)
+        self._status[node.index] = FAILED
+        self.results[node.index] = error  # a failure's position is never released
+        return ready
+
     def fail(self, node: Node, error: BaseException) -> list[Node]:
         """Record ``node``'s failure; return every not-yet-ended descendant, now skipped.
 
@@ -417,7 +432,11 @@ class RunState:
         assert isinstance(barrier, Barrier), barrier
         graph, task, group = self.graph, barrier.task, barrier.group
         first = len(graph.nodes)
-        if group is None:
+        if barrier.caught:
+            children: list[Node] = [
+                CaughtNode(graph, first + i, task, (x,), (), group) for i, x in enumerate(items)
+            ]
+        elif group is None:
             children = [
                 Node(graph, first + i, task, (x,), NO_KWARGS, ()) for i, x in enumerate(items)
             ]

@@ -17,6 +17,10 @@ Invariants:
   the value (:func:`~._placement.localize`).
 * ``async def`` tasks and tasks tagged ``"local"`` run here, on the event loop as usual,
   with their arguments fetched.
+* When the run allows it (:meth:`_DaskRun.look_ahead`), a cluster task whose inputs are all
+  done or submitted is submitted at once, their futures as arguments (``_ahead`` keeps the
+  books); its first attempt takes that future up only if it got the very inputs the attempt
+  has. An input's failed or abandoned attempt releases what went ahead on it first.
 * Every future a run submits is cancelled or released when its attempt is abandoned and,
   at the latest, when the run ends; what the run started (a client, a cluster) it closes.
 """
@@ -33,6 +37,7 @@ import sys
 import sysconfig
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -40,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
 from auto_workflow._core._context import RunContext
+from auto_workflow._core._graph import resolve
+from auto_workflow._execution._ahead import Lookahead
 from auto_workflow._execution._placement import Digest, Remote, find_remotes
 from auto_workflow._execution._protocol import Call, OnStart, call_to_completion, safe_str
 from auto_workflow.exceptions import (
@@ -49,7 +56,8 @@ from auto_workflow.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from auto_workflow._core._graph import TaskLike
+    from auto_workflow._core._graph import Node, TaskLike
+    from auto_workflow._core._state import RunState
 
 __all__ = ["DaskExecutor"]
 
@@ -161,6 +169,12 @@ async def _start_cluster(distributed: Any, kwargs: dict[str, Any]) -> Any:
     }
     if options["processes"]:
         options.setdefault("host", "127.0.0.1")  # in-process clusters talk over inproc://
+    if options["dashboard_address"] is None:
+        # The scheduler serves its HTTP routes (health, metrics) even with the dashboard off,
+        # on Dask's default 8787, and warns when that port is taken (by another cluster, say):
+        # a free port on 127.0.0.1 instead.
+        no_dashboard = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+        options["scheduler_kwargs"] = {**no_dashboard, **options.get("scheduler_kwargs", {})}
     # Our retries own failures: a task whose worker dies fails at once (KilledWorker)
     # instead of being re-run by the scheduler behind the engine's back.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
@@ -207,8 +221,13 @@ class _DaskRun:
         self.client = client
         self._owned = owned
         self._digest = digest
+        self._context = context
         self.store = _shippable_store(context.artifact_store)
+        self._base = replace(context, artifact_store=self.store)
+        self._base_blob: bytes | None = None
         self.inflight: set[Any] = set()  # futures of attempts still running
+        self.ahead: Lookahead | None = None  # set by look_ahead(): submitting ahead allowed
+        self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # every future of the run
         self._picked: dict[int, tuple[TaskLike, _DaskAttempts | None]] = {}
         self._functions: dict[int, tuple[Callable[..., Any], bytes]] = {}
 
@@ -224,6 +243,86 @@ class _DaskRun:
             executor = _DaskAttempts(self, fetch=fetch, priority=opts.priority)
         self._picked[id(task)] = (task, executor)
         return executor
+
+    def look_ahead(self, state: RunState) -> None:
+        """Submit tasks of ``state``'s run as soon as their inputs are submitted (pipelining)."""
+        self.ahead = Lookahead(state, self._goes_ahead)
+
+    def _goes_ahead(self, node: Node) -> bool:
+        """A node can be submitted ahead if it runs here and its result stays here."""
+        if node.group is not None:
+            return False  # a fan-out's max_concurrency is the client's to keep
+        executor = self.pick(node.task)
+        return executor is not None and not executor.fetch
+
+    # -- attempts and their futures ----------------------------------------------------------
+
+    def submitted(self, node: Node | None, handle: Remote) -> None:
+        """An attempt of ``node`` went to the cluster: send what it unblocks ahead of it."""
+        self._made.add(handle.ref)
+        ahead = self.ahead
+        if ahead is None or node is None:
+            return
+        stack = ahead.promise(node, handle)
+        while stack:
+            dependant, inputs = stack.pop()
+            future = self._submit_ahead(dependant, inputs)
+            if future is not None:
+                self._made.add(future)
+                self.inflight.add(future)
+                stack.extend(ahead.went_ahead(dependant, Remote(self, future), inputs))
+
+    def _submit_ahead(self, node: Node, inputs: dict[int, Any]) -> Any:
+        """Submit ``node``'s first attempt now, its inputs' futures as arguments (or None)."""
+        executor = self.pick(node.task)
+        assert executor is not None
+        task = node.task
+        args, kwargs = node.args, node.kwargs
+        if node.needs_resolve:
+            args, kwargs = resolve(args, inputs), resolve(kwargs, inputs)
+        context = self._context.for_attempt(task.name, node.id, 1)
+        call = Call(task.fn, args, kwargs, task.name, context)
+        try:
+            return executor.submit_now(call)
+        except SerializationError:
+            return None  # its attempt, submitted as usual, reports the error
+
+    def adopt(self, call: Call) -> tuple[Node | None, Remote | None]:
+        """``call``'s node (if the run looks ahead), and the handle it was submitted ahead
+        as if that submission got the very inputs ``call`` has."""
+        ahead = self.ahead
+        if ahead is None:
+            return None, None
+        node = ahead.node(call.context.node_id or "")
+        if node is None or call.context.attempt != 1:
+            return node, None
+        taken = ahead.take(node)
+        if taken is None:
+            return node, None
+        handle, inputs = taken
+        if _same_remotes(inputs, (call.args, call.kwargs)):
+            return node, handle
+        # Built on an attempt of an input that then failed after all (a timeout that fired
+        # as it finished, say): withdraw it, and what went ahead on it, and submit anew.
+        self.revoke(node)
+        self.inflight.discard(handle.ref)
+        handle.ref.release()
+        return node, None
+
+    def kept(self, node: Node | None) -> None:
+        """``node``'s attempt succeeded: its handle is the run's result now."""
+        if self.ahead is not None and node is not None:
+            self.ahead.kept(node)
+
+    def revoke(self, node: Node | None) -> None:
+        """``node``'s attempt failed or was abandoned: release what went ahead on it."""
+        if self.ahead is None or node is None:
+            return
+        for handle in self.ahead.revoke(node):
+            self.inflight.discard(handle.ref)
+            handle.ref.release()  # the scheduler forgets it: it never runs
+
+    # -- arguments ---------------------------------------------------------------------------
 
     async def prepare(
         self, task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -263,6 +362,32 @@ class _DaskRun:
         for handle, value in zip(todo, digests, strict=True):
             handle.digest = value
 
+    def context_for(self, context: RunContext) -> Any:
+        """What an attempt's context travels as: the run's share of it (params, store)
+        pickled once per run, plus the node and attempt; a context of another run whole.
+
+        Every task's arguments are pickled by the client, unpickled and pickled again by the
+        scheduler: a whole context per task costs each of them its params and store again.
+
+        Raises:
+            SerializationError: the run's context (its params) cannot be pickled.
+        """
+        base = self._base
+        same_run = context.run_id == base.run_id and context.params is base.params
+        if not same_run or context.flow_name != base.flow_name:
+            if context.artifact_store is self.store:
+                return context
+            return replace(context, artifact_store=self.store)
+        if self._base_blob is None:
+            try:
+                self._base_blob = cloudpickle.dumps(base)
+            except Exception as exc:  # user params: any pickling failure
+                raise SerializationError(
+                    f"the run context of flow {base.flow_name!r} (its params) cannot be "
+                    f"sent to the Dask workers ({type(exc).__name__}: {safe_str(exc)})"
+                ) from exc
+        return (self._base_blob, context.node_id, context.attempt)
+
     def function_blob(self, fn: Callable[..., Any], task_name: str) -> bytes:
         """``fn`` pickled once per run (by value when its module is not installed)."""
         known = self._functions.get(id(fn))
@@ -279,16 +404,31 @@ class _DaskRun:
         return blob
 
     async def aclose(self) -> None:
-        """Cancel the run's futures still in flight; close what the run started."""
+        """Cancel the run's futures still in flight, release the rest; close what it started.
+
+        The run's output was fetched before this: no future of the run is needed any more.
+        """
         leftover, self.inflight = list(self.inflight), set()
+        made, self._made = list(self._made), weakref.WeakSet()
+        self.ahead = None
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 if leftover and self.client.status == "running":
                     await self.client.cancel(leftover, force=True)
+                for future in made:  # held by nothing the run still needs (cycles, errors)
+                    future.release()
                 for resource in self._owned:
                     await resource.close()
         except Exception:
             logger.exception("closing the Dask resources of this run failed")
+
+
+def _same_remotes(inputs: tuple[Any, ...], arguments: Any) -> bool:
+    """True if the remote results among ``inputs`` are the ones in ``arguments``."""
+    now: list[Remote] = []
+    find_remotes(arguments, now)
+    then = [value for value in inputs if isinstance(value, Remote)]
+    return {id(h) for h in now} == {id(h) for h in then}
 
 
 def _shippable_store(store: Any) -> Any:
@@ -334,39 +474,56 @@ class _DaskAttempts:
                 cancelled; a function already running cannot be stopped, and is abandoned.
         """
         run = self._run
-        future = await self._submit(call)
-        run.inflight.add(future)
+        node, handle = run.adopt(call)
+        if handle is None:
+            handle = Remote(run, await self._submit(call))
+            run.inflight.add(handle.ref)
+            run.submitted(None if self.fetch else node, handle)
+        future = handle.ref
         if on_start is not None:
             on_start()
         try:
             await future._state.wait()  # done, without fetching (there is no public way)
         except asyncio.CancelledError:
+            run.revoke(node)  # first: what went ahead on it would keep it alive
             self._abandon(future, call)
             raise
         finally:
             run.inflight.discard(future)
         if future.status != "finished":
+            run.revoke(node)
             await _raise_outcome(future, call.task_name)
         if not self.fetch:
-            return Remote(run, future)
+            run.kept(node)
+            return handle
         value = await run.client.gather([future])
         return value[0]
 
     async def _submit(self, call: Call) -> Any:
-        run = self._run
-        blob = run.function_blob(call.fn, call.task_name)
-        context = call.context
-        if context.artifact_store is not run.store:
-            context = replace(context, artifact_store=run.store)
+        """Submit ``call``, big local arguments scattered to the cluster first."""
         args, kwargs = call.args, call.kwargs
         if any(a.__class__ is not int and a.__class__ is not str for a in args) or kwargs:
             args, kwargs = _to_futures(args), _to_futures(kwargs)
-            args, kwargs = await _scatter_large(run.client, args, kwargs)
+            args, kwargs = await _scatter_large(self._run.client, args, kwargs)
+        return self._send(call, args, kwargs)
+
+    def submit_now(self, call: Call) -> Any:
+        """Submit ``call`` without awaiting anything; ``None`` if an argument must be
+        scattered first (a big local value): its attempt then submits it as usual."""
+        args, kwargs = _to_futures(call.args), _to_futures(call.kwargs)
+        names, keys = _large_arguments(args, kwargs)
+        if names or keys:
+            return None
+        return self._send(call, args, kwargs)
+
+    def _send(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        run = self._run
+        blob = run.function_blob(call.fn, call.task_name)
         return run.client.submit(
             _run_attempt,
             blob,
             call.task_name,
-            context,
+            run.context_for(call.context),
             args,
             kwargs,
             key=f"{call.task_name}-{uuid.uuid4().hex}",
@@ -409,14 +566,20 @@ _SCATTER_BYTES = 1 << 20
 """A local value bigger than this goes to the cluster as data, not inside the task."""
 
 
-async def _scatter_large(
-    client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Big local arguments (a local task's result, say) scattered first, as futures."""
+def _large_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[int], list[str]]:
+    """The positions and names of the arguments too big to travel inside a task."""
     from dask.sizeof import sizeof  # the optional extra (comes with distributed)
 
     names = [i for i, a in enumerate(args) if sizeof(a) > _SCATTER_BYTES]
     keys = [k for k, v in kwargs.items() if sizeof(v) > _SCATTER_BYTES]
+    return names, keys
+
+
+async def _scatter_large(
+    client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Big local arguments (a local task's result, say) scattered first, as futures."""
+    names, keys = _large_arguments(args, kwargs)
     if not names and not keys:
         return args, kwargs
     values = [args[i] for i in names] + [kwargs[k] for k in keys]
@@ -450,14 +613,30 @@ async def _raise_outcome(future: Any, task_name: str) -> None:
 _LOADED: dict[bytes, Callable[..., Any]] = {}
 """Task functions loaded in this worker process, by their pickle (bounded)."""
 _LOADED_MAX = 512
+_BASES: dict[bytes, RunContext] = {}
+"""Runs' shares of their contexts, loaded in this worker process, by their pickle (bounded)."""
 
 
-def _run_attempt(blob: bytes, task_name: str, context: RunContext, args: Any, kwargs: Any) -> Any:
+def _run_attempt(blob: bytes, task_name: str, context: Any, args: Any, kwargs: Any) -> Any:
     """Run on a worker: load the task's function (once) and call it in its run context."""
     fn = _LOADED.get(blob)
     if fn is None:
         fn = _load_function(blob, task_name)
-    return call_to_completion(Call(fn, tuple(args), dict(kwargs), task_name, context))
+    ctx = _attempt_context(context, task_name)
+    return call_to_completion(Call(fn, tuple(args), dict(kwargs), task_name, ctx))
+
+
+def _attempt_context(context: Any, task_name: str) -> RunContext:
+    """The attempt's context from what :meth:`_DaskRun.context_for` sent."""
+    if isinstance(context, RunContext):
+        return context
+    base_blob, node_id, attempt = context
+    base = _BASES.get(base_blob)
+    if base is None:
+        if len(_BASES) >= _LOADED_MAX:
+            _BASES.clear()
+        base = _BASES[base_blob] = cloudpickle.loads(base_blob)
+    return base.for_attempt(task_name, node_id, attempt)
 
 
 def _load_function(blob: bytes, task_name: str) -> Callable[..., Any]:

@@ -22,15 +22,18 @@ import enum
 import inspect
 import itertools
 import logging
+import math
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from auto_workflow._core._context import use_context
 from auto_workflow._execution._protocol import Call, OnStart, call_to_completion, check_max_workers
 
-__all__ = ["AsyncExecutor", "ThreadExecutor", "abandoned_thread_count"]
+__all__ = ["AsyncExecutor", "OnBlocking", "ThreadExecutor", "abandoned_thread_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +43,41 @@ _JOIN_TIMEOUT = 5.0
 # -- on the loop ------------------------------------------------------------------------------
 
 
+OnBlocking = Callable[[Call, float], None]
+"""Told when calling a function held the event loop too long: the call, and its seconds."""
+
+
+def _not_told(call: Call, seconds: float) -> None:
+    """The :data:`OnBlocking` of an executor that reports nothing (its limit is infinite)."""
+
+
 class AsyncExecutor:
-    """Runs a call on the event loop thread; an awaitable result is awaited there."""
+    """Runs a call on the event loop thread; an awaitable result is awaited there.
+
+    ``blocking_limit``: calling the function (not awaiting what it returns) that holds the
+    loop this many seconds or more is reported to ``on_blocking``.
+    """
+
+    __slots__ = ("_limit", "_on_blocking")
+
+    def __init__(
+        self, blocking_limit: float = math.inf, on_blocking: OnBlocking | None = None
+    ) -> None:
+        self._limit = blocking_limit if on_blocking is not None else math.inf
+        self._on_blocking: OnBlocking = on_blocking or _not_told
 
     async def run(self, call: Call, on_start: OnStart = None) -> Any:
         """Call ``call.fn`` with ``call.context`` current and await its result if awaitable."""
         if on_start is not None:
             on_start()
         with use_context(call.context):
-            result = call.fn(*call.args, **call.kwargs)
+            start = time.perf_counter()
+            try:
+                result = call.fn(*call.args, **call.kwargs)
+            finally:
+                held = time.perf_counter() - start
+                if held >= self._limit:
+                    self._on_blocking(call, held)
             if inspect.isawaitable(result):
                 result = await result
         return result

@@ -4,7 +4,9 @@ A run with no backend uses the local executors (``run_in``), exactly as before. 
 :class:`Backend` (the Dask executor is one) asks it for a :class:`Placement` when the run
 starts; the :class:`~auto_workflow._core._calls.CallRunner` then asks that placement, per
 task, for the executor of its attempts (``None``: run it locally, as without a backend) and
-lets it prepare each call's arguments. The placement is closed when the run ends.
+lets it prepare each call's arguments. A run that allows it lets the placement look ahead in
+its state, to submit tasks before their inputs are done (``_ahead``). The placement is closed
+when the run ends.
 
 A result that stays where it was produced is a :class:`Remote`: a small handle the graph
 state holds in place of the value. :func:`localize` replaces the handles in a value by their
@@ -26,6 +28,7 @@ from auto_workflow._core._config import get_config
 if TYPE_CHECKING:
     from auto_workflow._core._context import RunContext
     from auto_workflow._core._graph import TaskLike
+    from auto_workflow._core._state import RunState
     from auto_workflow._execution._protocol import Executor
 
 __all__ = [
@@ -92,6 +95,11 @@ class Placement(Protocol):
         self, task: TaskLike, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments ``task`` gets: fetched if it runs locally, keyable if it is cached."""
+        ...
+
+    def look_ahead(self, state: RunState) -> None:
+        """The run allows submitting a task before its inputs are done (see ``_ahead``):
+        no ``max_concurrency``, no middleware, no checkpoints. ``state`` is its state."""
         ...
 
     async def aclose(self) -> None:

@@ -1,329 +1,89 @@
 """How one attempt runs in a worker process of a shared, healing pool.
 
 * :class:`ProcessExecutor` sends calls, pickled with ``cloudpickle``, to a
-  :class:`ProcessPool` of worker processes; one pool is shared by every run
-  (:func:`get_process_pool`, :func:`shutdown_process_pool`).
+  :class:`ProcessPool` of worker processes (:mod:`._worker`); one pool is shared by every
+  run (:func:`get_process_pool`, :func:`shutdown_process_pool`).
+
+Each event loop that uses the pool has a dispatcher (:mod:`._dispatch`). It queues the
+loop's calls, sends them in batches (all the frames for one worker in one ``sendmsg``, once
+per loop turn) and reads replies as they stream back, from the loop's own selector: no
+thread of ours in the parent. A worker is owned by one dispatcher while it has calls in
+flight and goes back to the pool when it drains. This module holds what loops share.
 
 Invariants:
 
-* A worker process runs one call at a time and the parent knows which. A worker that dies
-  fails only that call (:class:`WorkerCrashedError`) and is replaced on demand; a cancelled
-  call's worker is killed. Every worker the pool starts is reaped (no zombies) and its
-  socket closed (no leaked fds).
-* Pool bookkeeping (idle workers, worker count, waiting callers) sits behind one
-  ``threading.Lock``, so one pool serves any number of event loops in any threads; a caller
-  waiting on another loop is handed its worker with ``call_soon_threadsafe``.
-* The parent never blocks its loop while a call runs: replies arrive through the loop's
-  ``sock_*`` methods, which register the socket with the loop only while they wait.
-* Nothing happens at import: threads, processes and the ``atexit`` hook start on first use.
+* A worker runs one call at a time, in the order they were sent, and the parent knows which
+  one runs: the oldest one not yet answered. Calls wait queued on a busy worker only while
+  the pool is at its cap and only as much as fits a small budget of expected work
+  (``BUDGET``, learned per task name from how long its calls took); a task not yet
+  measured, or slow, waits for a worker of its own. When an estimate was wrong (a call runs
+  on past ``_STEAL_AFTER`` with calls queued behind it) and a worker is free, the queued
+  calls are recalled (``RECALL``: the worker gives back those not started) and run there.
+* A worker that dies fails only the call it was running (:class:`WorkerCrashedError`); the
+  calls queued behind it never started and go to another worker. Dead workers are replaced
+  on demand. Every worker the pool starts is reaped (no zombies), its socket closed.
+* Cancelling a call (a timeout, a cancelled run, Ctrl-C) that runs kills its worker; one
+  still queued on a worker is told not to start (the worker decides under its own lock, so
+  it either never starts or its process stops). A call's timeout starts when it becomes the
+  one its worker runs (``on_start``), never while it waits.
+* Pool bookkeeping (idle workers, slot count, waiting dispatchers) sits behind one
+  ``threading.Lock``, so one pool serves any number of event loops in any threads; a
+  dispatcher waiting on another loop is handed its worker with ``call_soon_threadsafe``. A
+  dispatcher stops feeding its workers while another loop waits for one, so loops take turns.
+* Log records written in a worker reach this process's logging (:mod:`._logs`).
+* Nothing happens at import: processes and the ``atexit`` hook start on first use.
 
-Wire protocol (parent <-> worker, over a ``socketpair``): a frame is an 8-byte big-endian
-length and that many bytes. A request is two frames, ``pickle.dumps(sys.path)`` (the worker
-adopts it, so functions pickled by reference import there) and ``cloudpickle.dumps(call)``;
-the worker answers with one frame, ``pickle.dumps((kind, payload, type_name, message,
-traceback))``, where ``kind`` is ``"ok"``, ``"raised"``, ``"result_unpicklable"`` or
-``"load_failed"``.
+Why a pool of our own rather than ``pebble.ProcessPool``: both pass the same reliability
+scenarios (``bench/process_pools.py``), but on 2,000 tiny calls this pool alone takes 0.7-0.8x
+the time of pebble's per-call futures, it fresh-starts its workers instead of
+forking a parent that runs threads, ships closures with cloudpickle, forwards log records
+and adds no dependency. Figures in docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
-import importlib
 import inspect
+import itertools
 import logging
 import os
-import pickle
-import queue
-import signal
-import socket
-import struct
-import subprocess
-import sys
 import threading
-import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
+from auto_workflow._execution import _wire
+from auto_workflow._execution._dispatch import (
+    BUDGET,
+    Dispatcher,
+    Job,
+    Worker,
+    call_soon,
+    closed_error,
+    describe_exit,
+    kill_and_reap,
+    reap,
+    running_loop,
+    start_worker,
+)
 from auto_workflow._execution._protocol import (
     Call,
     OnStart,
-    call_to_completion,
     check_max_workers,
     safe_str,
     type_name,
 )
-from auto_workflow.exceptions import RemoteTaskError, SerializationError, WorkerCrashedError
+from auto_workflow.exceptions import RemoteTaskError, SerializationError
 
 __all__ = ["ProcessExecutor", "ProcessPool", "get_process_pool", "shutdown_process_pool"]
 
 logger = logging.getLogger(__name__)
 
 
-_EXIT_GRACE = 5.0
-"""A worker whose socket closed is exiting; after this long it is killed anyway."""
-
-_REAP_TIMEOUT = 5.0
-"""How long to wait for a stopped or killed worker to be reaped before giving up on it."""
-
-_HEADER = struct.Struct("!Q")
-
-
-# -- in a process: the worker side ------------------------------------------------------------
-
-
-def _recv_exactly_blocking(sock: socket.socket, size: int) -> bytearray | None:
-    """Read ``size`` bytes; ``None`` when the peer closed the socket first."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            return None
-        got += n
-    return buf
-
-
-def _recv_frame_blocking(sock: socket.socket) -> bytearray | None:
-    header = _recv_exactly_blocking(sock, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    return _recv_exactly_blocking(sock, size)
-
-
-def _send_frame_blocking(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(_HEADER.pack(len(data)))
-    sock.sendall(data)
-
-
-def _pack_result(result: Any) -> bytes:
-    try:
-        payload = cloudpickle.dumps(result)
-    except Exception as exc:  # noqa: BLE001 - the parent raises SerializationError for it
-        detail = f"{type_name(exc)}: {safe_str(exc)}"
-        return pickle.dumps(("result_unpicklable", None, type_name(result), detail, ""))
-    return pickle.dumps(("ok", payload, type_name(result), "", ""))
-
-
-def _pack_exception(kind: str, exc: BaseException) -> bytes:
-    remote_tb = "".join(traceback.format_exception(exc))
-    payload: bytes | None
-    try:
-        payload = cloudpickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - the parent substitutes a RemoteTaskError
-        payload = None
-    return pickle.dumps((kind, payload, type_name(exc), safe_str(exc), remote_tb))
-
-
-def _follow_parent_path(path_frame: bytearray) -> None:
-    """Use the parent's current sys.path, so functions pickled by reference import here."""
-    path = pickle.loads(path_frame)
-    if sys.path != path:
-        sys.path[:] = path
-        importlib.invalidate_caches()
-
-
-def _serve(path_frame: bytearray, call_frame: bytearray) -> bytes:
-    """Run one pickled call in this worker; the reply never fails to pickle."""
-    try:
-        _follow_parent_path(path_frame)
-        call = cloudpickle.loads(call_frame)
-    except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code; report anything
-        return _pack_exception("load_failed", exc)
-    try:
-        result = call_to_completion(call)
-    except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the parent
-        return _pack_exception("raised", exc)
-    return _pack_result(result)
-
-
-def _flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to do
-                stream.flush()
-
-
-_Request = tuple[bytearray, bytearray]  # (sys.path frame, call frame)
-
-
-def _recv_request(sock: socket.socket) -> _Request | None:
-    try:
-        path_frame = _recv_frame_blocking(sock)
-        call_frame = None if path_frame is None else _recv_frame_blocking(sock)
-    except OSError:
-        return None
-    if path_frame is None or call_frame is None:
-        return None
-    return path_frame, call_frame
-
-
-def _read_requests(sock: socket.socket, requests: queue.SimpleQueue[_Request]) -> None:
-    """Worker reader thread: queue each request; exit the process when the parent is gone."""
-    while (request := _recv_request(sock)) is not None:
-        requests.put(request)
-    # The parent closed its end (shutdown) or died. Stop now, even in the middle of a call:
-    # nobody is left to receive its result, and runaway work must not linger.
-    os._exit(0)
-
-
-def _worker_main(fd: int) -> None:
-    """Entry point of a worker process started by :class:`ProcessPool` (not public API).
-
-    Serves one call at a time over the socket ``fd``. A reader thread takes requests off the
-    socket so that EOF (the parent shut the pool down or died) ends the process at once.
-    """
-    # Ctrl-C reaches the whole process group; the parent decides what to cancel.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.set_inheritable(fd, False)  # processes the task starts must not hold the socket open
-    sock = socket.socket(fileno=fd)
-    requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-    reader = threading.Thread(
-        target=_read_requests, args=(sock, requests), name="auto_workflow-reader", daemon=True
-    )
-    reader.start()
-    while True:
-        reply = _serve(*requests.get())
-        _flush_std_streams()  # the process may be killed later; do not lose the call's output
-        try:
-            _send_frame_blocking(sock, reply)
-        except OSError:  # the parent is gone
-            os._exit(0)
-
-
-# -- in a process: the parent side ------------------------------------------------------------
-
-
-class _WorkerGone(Exception):
-    """The worker's socket reached EOF or broke: the process died (internal)."""
-
-
-@dataclass(eq=False, slots=True)
-class _Worker:
-    proc: subprocess.Popen[bytes]
-    sock: socket.socket
-    task_name: str | None = None  # the call it runs now
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-def _parent_path() -> list[str]:
-    return [entry for entry in sys.path if isinstance(entry, str)]
-
-
-def _worker_command(fd: int) -> str:
-    # SIGINT is ignored before anything slow happens; the parent's sys.path makes this
-    # package importable in the worker (each request then brings the current sys.path).
-    return (
-        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-        f"import sys; sys.path[:] = {_parent_path()!r}\n"
-        "from auto_workflow._execution._process import _worker_main\n"
-        f"_worker_main({fd})\n"
-    )
-
-
-def _start_worker() -> _Worker:
-    """Start one worker process (a fresh interpreter: no fork, no re-run of ``__main__``)."""
-    parent_sock, child_sock = socket.socketpair()
-    with child_sock:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _worker_command(child_sock.fileno())],
-                stdin=subprocess.DEVNULL,
-                pass_fds=(child_sock.fileno(),),
-            )
-        except BaseException:
-            parent_sock.close()
-            raise
-    parent_sock.setblocking(False)
-    logger.debug("started process worker pid %d", proc.pid)
-    return _Worker(proc, parent_sock)
-
-
-def _reap(proc: subprocess.Popen[bytes], timeout: float = _REAP_TIMEOUT) -> None:
-    """Wait for ``proc`` to exit, killing it if it takes longer than ``timeout``."""
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        try:
-            proc.wait(_REAP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            logger.warning("process worker pid %d did not exit after SIGKILL", proc.pid)
-
-
-def _kill_and_reap(worker: _Worker) -> None:
-    worker.sock.close()
-    worker.proc.kill()  # a no-op once the process is reaped
-    # Blocks the loop only as long as the kernel takes to tear down a SIGKILLed process.
-    _reap(worker.proc)
-
-
-def _forget_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Unregister ``sock`` from ``loop`` before it is closed (its fd number may be reused)."""
-    fd = sock.fileno()
-    if fd != -1:
-        loop.remove_reader(fd)
-        loop.remove_writer(fd)
-
-
-async def _recv_exactly(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
-) -> bytearray:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = await loop.sock_recv_into(sock, view[got:])
-        if n == 0:
-            raise _WorkerGone
-        got += n
-    return buf
-
-
-async def _request(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, frames: tuple[bytes, ...]
-) -> bytearray:
-    """Send a request's frames and wait for the reply frame without blocking the loop."""
-    try:
-        for frame in frames:
-            await loop.sock_sendall(sock, _HEADER.pack(len(frame)))
-            await loop.sock_sendall(sock, frame)
-        header = await _recv_exactly(loop, sock, _HEADER.size)
-        (size,) = _HEADER.unpack(header)
-        return await _recv_exactly(loop, sock, size)
-    except OSError as exc:  # EPIPE or ECONNRESET: the worker died
-        raise _WorkerGone from exc
-
-
-async def _wait_exit(proc: subprocess.Popen[bytes]) -> int:
-    """Wait, without blocking the loop, for a worker whose socket closed to finish exiting."""
-    deadline = time.monotonic() + _EXIT_GRACE
-    while (code := proc.poll()) is None:
-        if time.monotonic() > deadline:
-            proc.kill()
-            return proc.wait()
-        await asyncio.sleep(0.002)
-    return code
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode >= 0:
-        return f"exit code {returncode}"
-    try:
-        return f"killed by {signal.Signals(-returncode).name}"
-    except ValueError:
-        return f"killed by signal {-returncode}"
+# -- pickling a call and unpacking its reply ----------------------------------------------------
 
 
 def _positional_names(fn: Callable[..., Any]) -> list[str]:
@@ -357,7 +117,7 @@ def _pickles(value: object) -> bool:
 
 def _dump_call(call: Call) -> bytes:
     try:
-        data: bytes = cloudpickle.dumps(call)
+        data = _wire.encode_call(call)
     except Exception as exc:  # user __reduce__ code may raise anything
         culprits = (
             f"{label} of type {type_name(v)}" for label, v in _call_parts(call) if not _pickles(v)
@@ -386,9 +146,9 @@ def _add_note(error: BaseException, note: str) -> None:
         logger.debug("could not attach the remote traceback to a %s", type_name(error))
 
 
-def _unpack_reply(reply: bytearray, task_name: str, pid: int) -> Any:
+def _unpack_reply(reply: tuple[Any, ...], task_name: str, pid: int) -> Any:
     """Return the call's result, or raise what the worker reported."""
-    kind, payload, type_name, message, remote_tb = pickle.loads(reply)
+    kind, payload, type_name, message, remote_tb, _ = reply
     if kind == "ok":
         try:
             return cloudpickle.loads(payload)
@@ -412,28 +172,14 @@ def _unpack_reply(reply: bytearray, task_name: str, pid: int) -> Any:
     raise error
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
-    """Schedule ``callback`` on ``loop`` from any thread; False when the loop is closed."""
-    try:
-        loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:
-        return False
-    return True
-
-
-def _fail_closed(waiter: asyncio.Future[_Worker | None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(RuntimeError("the process pool was shut down"))
-
-
-_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[_Worker | None]]
+# -- the pool ------------------------------------------------------------------------------------
 
 
 class ProcessPool:
-    """Worker processes that run pickled calls, one call per worker at a time.
+    """Worker processes that run pickled calls, streamed to each worker in order.
 
-    Workers start on demand (up to ``max_workers``), are reused after a call and replaced
-    when one dies. One pool can serve several event loops in several threads.
+    Workers start on demand (up to ``max_workers``), are reused and replaced when one dies.
+    One pool can serve several event loops in several threads.
 
     Attributes:
         max_workers: The most worker processes alive at once.
@@ -443,12 +189,15 @@ class ProcessPool:
         self.max_workers = check_max_workers(
             max_workers if max_workers is not None else (os.cpu_count() or 1)
         )
+        self.closed = False
         self._lock = threading.Lock()
-        self._idle: list[_Worker] = []
-        self._busy: set[_Worker] = set()  # handed out: running a call or being handed over
-        self._count = 0  # worker slots taken: idle + busy + being started
-        self._waiters: deque[_Waiter] = deque()
-        self._closed = False
+        self._workers: set[Worker] = set()  # every live worker, idle or owned
+        self._idle: list[Worker] = []
+        self._count = 0  # worker slots taken: live workers + being started
+        self._waiters: deque[Dispatcher] = deque()
+        self._dispatchers: dict[asyncio.AbstractEventLoop, Dispatcher] = {}
+        self._estimates: dict[str, float] = {}
+        self._ids = itertools.count(1)
 
     async def run(self, call: Call, on_start: OnStart = None) -> Any:
         """Run ``call`` in a worker process and return its result.
@@ -457,26 +206,31 @@ class ProcessPool:
             SerializationError: an argument, the result or the call cannot be pickled.
             WorkerCrashedError: the worker died while running the call.
             RuntimeError: the pool was shut down.
-            asyncio.CancelledError: when cancelled; the worker is killed first.
+            asyncio.CancelledError: when cancelled; a worker running the call is killed.
             BaseException: what the function raised, as the same type when it pickles (with
                 the remote traceback in a note), else as :class:`RemoteTaskError`.
         """
         data = _dump_call(call)
-        worker = await self._acquire()
-        if on_start is not None:
-            on_start()
-        worker.task_name = call.task_name
-        reply = await self._exchange(worker, data, call.task_name)
-        return _unpack_reply(reply, call.task_name, worker.pid)
+        loop = asyncio.get_running_loop()
+        dispatcher = self._dispatcher(loop)
+        future: asyncio.Future[tuple[tuple[Any, ...], int]] = loop.create_future()
+        job = Job(next(self._ids), call.task_name, call.context, data, future, on_start)
+        dispatcher.submit(job)
+        try:
+            reply, pid = await job.future
+        except asyncio.CancelledError:
+            dispatcher.withdraw(job)
+            raise
+        return _unpack_reply(reply, call.task_name, pid)
 
     def worker_pids(self) -> list[int]:
         """The process ids of the workers alive now (idle or busy)."""
         with self._lock:
-            return sorted(w.pid for w in [*self._idle, *self._busy])
+            return sorted(w.pid for w in self._workers)
 
     def resize(self, max_workers: int) -> None:
         """Change :attr:`max_workers`: waiting calls may start workers at once when it grows;
-        idle workers above the new cap stop now, busy ones when their call ends."""
+        idle workers above the new cap stop now, busy ones when their calls end."""
         check_max_workers(max_workers)
         with self._lock:
             self.max_workers = max_workers
@@ -485,168 +239,188 @@ class ProcessPool:
             surplus = self._idle[: max(0, self._count - max_workers)]
             del self._idle[: len(surplus)]
             self._count -= len(surplus)
+            self._workers.difference_update(surplus)
         for _ in range(grants):
-            self._pass_on(None)
+            self.pass_on(None)
         for worker in surplus:
-            _kill_and_reap(worker)
+            kill_and_reap(worker)
 
     def shutdown(self) -> None:
         """Stop every worker and wait for it to exit; idempotent.
 
-        Idle workers exit when their socket closes; busy ones are killed, so their calls
-        fail with :class:`WorkerCrashedError`; waiting calls fail with ``RuntimeError``.
+        Idle workers exit when their socket closes; busy ones are killed, so their running
+        calls fail with :class:`WorkerCrashedError`; the others fail with ``RuntimeError``.
         """
         with self._lock:
-            self._closed = True
-            idle, busy, waiters = self._idle[:], list(self._busy), list(self._waiters)
+            self.closed = True
+            workers, idle = list(self._workers), self._idle[:]
+            dispatchers = [*self._dispatchers.values(), *self._waiters]
             self._idle.clear()
-            self._busy.clear()
             self._waiters.clear()
-        for loop, waiter in waiters:
-            _call_soon(loop, _fail_closed, waiter)
-        for worker in busy:
-            logger.info("killing process worker pid %d running %r", worker.pid, worker.task_name)
-            worker.proc.kill()  # its caller sees EOF and closes the socket
+            self._dispatchers.clear()
+        here = running_loop()
+        for dispatcher in dict.fromkeys(dispatchers):
+            if dispatcher.loop is here:
+                dispatcher.close()
+            else:
+                call_soon(dispatcher.loop, dispatcher.close)
+        for worker in workers:
+            if worker not in idle and worker.proc.poll() is None:
+                name = worker.task_name
+                logger.info("killing process worker pid %d running %r", worker.pid, name)
+                worker.proc.kill()  # its loop sees EOF and closes the socket
         for worker in idle:
             worker.sock.close()  # EOF: the worker exits by itself
-        deadline = time.monotonic() + _REAP_TIMEOUT
-        for worker in idle + busy:
-            _reap(worker.proc, max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            reap(worker.proc)
 
-    async def _acquire(self) -> _Worker:
-        """An idle worker, a new one below the cap, or the next one freed."""
+    # -- for dispatchers (on their loop) ------------------------------------------------------
+
+    def _dispatcher(self, loop: asyncio.AbstractEventLoop) -> Dispatcher:
+        dispatcher = self._dispatchers.get(loop)
+        if dispatcher is None or self.closed:
+            with self._lock:
+                if self.closed:
+                    raise closed_error()
+                dispatcher = self._dispatchers.setdefault(loop, Dispatcher(self, loop))
+        return dispatcher
+
+    def forget(self, dispatcher: Dispatcher) -> None:
+        """``dispatcher`` owns no worker now; drop it unless it still has work queued."""
+        with self._lock:
+            if dispatcher.pending or dispatcher.waiting or dispatcher.owned:
+                return
+            if self._dispatchers.get(dispatcher.loop) is dispatcher:
+                del self._dispatchers[dispatcher.loop]
+
+    def estimate(self, task_name: str) -> float:
+        """Expected seconds of a call of ``task_name``; the whole budget if never measured."""
+        return self._estimates.get(task_name, BUDGET)
+
+    def learn(self, task_name: str, seconds: float) -> None:
+        """Fold a call's duration into its task's estimate: up at once (a slow call must not
+        have others queued behind the next one), down by half the gap per call (a first call
+        that imported modules is soon forgotten)."""
+        known = self._estimates.get(task_name)
+        if known is None or seconds > known:
+            self._estimates[task_name] = seconds
+        else:
+            self._estimates[task_name] = (known + seconds) / 2
+
+    def has_free(self) -> bool:
+        """Whether an idle worker or a free slot is there for the taking (a hint)."""
+        return bool(self._idle) or self._count < self.max_workers
+
+    def others_wait(self, dispatcher: Dispatcher) -> bool:
+        """Whether another loop waits for a worker (then ours should drain and pass on)."""
+        waiting = len(self._waiters)
+        return waiting > 1 or (waiting == 1 and not dispatcher.waiting)
+
+    def take(self) -> Worker | None:
+        """An idle worker, or a new one below the cap; ``None`` at the cap.
+
+        Raises:
+            OSError: no worker process could be started.
+        """
+        if self._count >= self.max_workers and not self._idle:
+            return None  # the common case when busy, without the lock
         while True:
-            worker = await self._idle_or_new()
+            with self._lock:
+                if self.closed:
+                    return None
+                if self._idle:
+                    worker = self._idle.pop()
+                elif self._count < self.max_workers:
+                    self._count += 1
+                    break
+                else:
+                    return None
             if worker.proc.poll() is None:
                 return worker
-            how = _describe_exit(worker.proc.returncode)
+            how = describe_exit(worker.proc.returncode)
             logger.warning("process worker pid %d died while idle (%s)", worker.pid, how)
-            self._retire(worker, None)
+            self.drop(worker)
+        return self.start_in_slot()
 
-    async def _idle_or_new(self) -> _Worker:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[_Worker | None] | None = None
+    def take_or_wait(self, dispatcher: Dispatcher) -> None:
+        """Queue ``dispatcher`` for the next worker or slot freed, unless queued already;
+        one freed since its last look is handed over at once (on its next loop turn)."""
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the process pool was shut down")
+            if self.closed or dispatcher.waiting:
+                return
             if self._idle:
-                worker = self._idle.pop()
-                self._busy.add(worker)
-                return worker
-            if self._count < self.max_workers:
+                worker: Worker | None = self._idle.pop()
+            elif self._count < self.max_workers:
                 self._count += 1
+                worker = None
             else:
-                waiter = loop.create_future()
-                self._waiters.append((loop, waiter))
-        granted = None if waiter is None else await self._wait_turn(loop, waiter)
-        return granted if granted is not None else self._start_in_slot()
+                dispatcher.waiting = True
+                self._waiters.append(dispatcher)
+                return
+        dispatcher.loop.call_soon(dispatcher.granted, worker)
 
-    async def _wait_turn(
-        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[_Worker | None]
-    ) -> _Worker | None:
-        """Wait to be handed a worker, or (``None``) a free slot to start one in."""
+    def stop_waiting(self, dispatcher: Dispatcher) -> None:
+        """``dispatcher`` needs no worker any more."""
+        if not dispatcher.waiting:
+            return
+        with self._lock:
+            if dispatcher.waiting:
+                dispatcher.waiting = False
+                self._waiters.remove(dispatcher)
+
+    def start_in_slot(self) -> Worker | None:
+        """Start a worker in the slot the caller holds (freed again on failure); ``None``
+        when the pool was shut down meanwhile."""
         try:
-            return await waiter
-        except asyncio.CancelledError:
-            self._leave_queue(loop, waiter)
-            raise
-
-    def _leave_queue(
-        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[_Worker | None]
-    ) -> None:
-        with self._lock, contextlib.suppress(ValueError):
-            self._waiters.remove((loop, waiter))
-        if not waiter.done():
-            waiter.cancel()  # a grant still in flight sees this and passes itself on
-        elif not waiter.cancelled() and waiter.exception() is None:
-            self._pass_on(waiter.result())  # granted just as we were cancelled
-
-    def _start_in_slot(self) -> _Worker:
-        """Start a worker in the slot this caller holds (freed again on failure)."""
-        try:
-            worker = _start_worker()
+            worker = start_worker()
         except BaseException:
-            self._pass_on(None)
+            self.pass_on(None)
             raise
         with self._lock:
-            closed = self._closed
+            closed = self.closed
             if not closed:
-                self._busy.add(worker)
+                self._workers.add(worker)
         if closed:
-            _kill_and_reap(worker)
-            raise RuntimeError("the process pool was shut down")
+            kill_and_reap(worker)
+            self.pass_on(None)
+            return None
         return worker
 
-    def _pass_on(self, worker: _Worker | None) -> None:
+    def discard(self, worker: Worker) -> None:
+        """A worker died or was killed (and reaped): free its slot for the next waiter."""
+        with self._lock:
+            self._workers.discard(worker)
+        self.pass_on(None)
+
+    def drop(self, worker: Worker) -> None:
+        """Reap a dead idle worker and free its slot."""
+        kill_and_reap(worker)
+        self.discard(worker)
+
+    def pass_on(self, worker: Worker | None) -> None:
         """Give a freed worker (or, when ``None``, a freed slot) to the next waiter; else
         park the worker as idle, or drop it and its slot when closed or over the cap."""
         while True:
             with self._lock:
-                surplus = self._closed or self._count > self.max_workers
+                surplus = self.closed or self._count > self.max_workers
                 if surplus or not self._waiters:
                     dropped = self._park_locked(worker, surplus)
                     break
-                loop, waiter = self._waiters.popleft()
-            if _call_soon(loop, self._grant, waiter, worker):
+                dispatcher = self._waiters.popleft()
+                dispatcher.waiting = False
+            if call_soon(dispatcher.loop, dispatcher.granted, worker):
                 return
         if dropped is not None:
-            _kill_and_reap(dropped)
+            kill_and_reap(dropped)
 
-    def _park_locked(self, worker: _Worker | None, surplus: bool) -> _Worker | None:
-        if worker is not None:
-            self._busy.discard(worker)
+    def _park_locked(self, worker: Worker | None, surplus: bool) -> Worker | None:
         if worker is None or surplus:
             self._count -= 1
+            if worker is not None:
+                self._workers.discard(worker)
             return worker
         self._idle.append(worker)
         return None
-
-    def _grant(self, waiter: asyncio.Future[_Worker | None], worker: _Worker | None) -> None:
-        """On the waiter's loop: hand over, or pass on if the waiter gave up meanwhile."""
-        if waiter.done():
-            self._pass_on(worker)
-        else:
-            waiter.set_result(worker)
-
-    async def _exchange(self, worker: _Worker, data: bytes, task_name: str) -> bytearray:
-        """Send a call to ``worker`` and return its reply; the worker is always released,
-        or killed and reaped."""
-        loop = asyncio.get_running_loop()
-        try:
-            frames = (pickle.dumps(_parent_path()), data)
-            reply = await _request(loop, worker.sock, frames)
-        except _WorkerGone:
-            raise await self._crashed(worker, loop, task_name) from None
-        except BaseException:  # cancelled mid-call (timeout, run cancelled, Ctrl-C)
-            logger.debug("killing process worker pid %d: %r was cancelled", worker.pid, task_name)
-            self._retire(worker, loop)
-            raise
-        worker.task_name = None
-        self._pass_on(worker)
-        return reply
-
-    async def _crashed(
-        self, worker: _Worker, loop: asyncio.AbstractEventLoop, task_name: str
-    ) -> WorkerCrashedError:
-        try:
-            returncode = await _wait_exit(worker.proc)
-        finally:
-            self._retire(worker, loop)
-        message = (
-            f"task {task_name!r}: its worker process (pid {worker.pid}) died while running "
-            f"it ({_describe_exit(returncode)})"
-        )
-        logger.warning("%s", message)
-        return WorkerCrashedError(message)
-
-    def _retire(self, worker: _Worker, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Kill (if still alive) and reap ``worker``, close its socket, free its slot."""
-        with self._lock:
-            self._busy.discard(worker)
-        if loop is not None:
-            _forget_socket(loop, worker.sock)
-        _kill_and_reap(worker)
-        self._pass_on(None)
 
 
 class ProcessExecutor:

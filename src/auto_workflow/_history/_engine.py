@@ -214,6 +214,7 @@ class _Journal:
         "_expansions",
         "_graph",
         "_history",
+        "_hot",
         "_quiet",
         "_retries",
         "_rows",
@@ -230,8 +231,9 @@ class _Journal:
         self._durable = durable
         self._expansions = Expansions(len(graph.nodes))
         self._retries: dict[int, tuple[int, float]] = {}
-        self._rows: dict[str, int] = {}
+        self._rows: dict[object, int] = {}  # itemised calls per task
         self._quiet: dict[int, float] = {}
+        self._hot: tuple[object, int, int, str, list[float]] | None = None
         self._summary: dict[tuple[str, str, str | None], list[float]] = {}
         built = len(graph.nodes)
         self._declared_upto = built if built <= UPFRONT else 0
@@ -246,15 +248,16 @@ class _Journal:
         self._writer.nodes_declared_lazily(self._run_id, _declaration(self._graph, node, origin))
 
     def task_started(self, node: Node, at: float) -> None:
-        if not self._durable and not node.is_barrier and node.index >= self._declared_upto:
-            name = node.task.name
-            seen = self._rows.get(name, 0)
+        index = node.index
+        if index >= self._declared_upto and not self._durable and not node.is_barrier:
+            task = node.task
+            seen = self._rows.get(task, 0)
             if seen >= ITEMISED:
-                self._quiet[node.index] = at
+                self._quiet[index] = at
                 return
-            self._rows[name] = seen + 1
+            self._rows[task] = seen + 1
         self._declare(node)
-        self._writer.task_started(self._run_id, node.index, at)
+        self._writer.task_started(self._run_id, index, at)
 
     def task_ended(
         self,
@@ -269,8 +272,7 @@ class _Journal:
         started = self._quiet.pop(node.index, None) if self._quiet else None
         if started is not None:
             if status in _PLAIN and retry is None and error is None and attempts <= 1:
-                origin = self._expansions.origin(node.index)
-                self._count(node.task.name, status, origin, started, at)
+                self._count(node, status, started, at)
                 return
             self._declare(node)  # an unusual outcome of a quiet call: itemised after all
             self._writer.task_started(self._run_id, node.index, started)
@@ -282,17 +284,31 @@ class _Journal:
         state = _TASK_STATUS[status]
         self._writer.task_ended(self._run_id, node.index, state, attempts, at, record, checkpoint)
 
-    def _count(
-        self, name: str, status: str, origin: tuple[Node, int] | None, started: float, ended: float
-    ) -> None:
-        fanout = None if origin is None else origin[0].id
-        entry = self._summary.get((name, status, fanout))
-        if entry is None:
-            self._summary[(name, status, fanout)] = [1.0, started, ended]
+    def _count(self, node: Node, status: str, started: float, ended: float) -> None:
+        """Count a quiet call into its summary row: (task, status, fan-out) and its span."""
+        index = node.index
+        hot = self._hot  # the row the last call went to: a fan-out's calls come in a run
+        if (
+            hot is not None
+            and hot[0] is node.task
+            and hot[1] <= index < hot[2]
+            and hot[3] == status
+        ):
+            row = hot[4]
+            row[0] += 1
+            if ended > row[2]:
+                row[2] = ended
             return
+        lo, hi, barrier = self._expansions.span(index)
+        key = (node.task.name, status, None if barrier is None else barrier.id)
+        entry = self._summary.get(key)
+        if entry is None:
+            entry = [0.0, started, ended]
+            self._summary[key] = entry
         entry[0] += 1
         entry[1] = min(entry[1], started)
         entry[2] = max(entry[2], ended)
+        self._hot = (node.task, lo, hi, status, entry)
 
     def attempt_started(self, node: object, number: int, at: float) -> None:
         index = getattr(node, "index", None)
@@ -310,7 +326,7 @@ class _Journal:
         self._writer.attempt_ended(self._run_id, index, number, started, ended, record)
 
     def expanded(self, barrier: Node, first: int, count: int) -> None:
-        self._expansions.add(barrier, first)
+        self._expansions.add(barrier, first, count)
 
     def finish(self, status: str, error: BaseException | None, at: float) -> None:
         self._write_summary()

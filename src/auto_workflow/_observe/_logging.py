@@ -27,6 +27,9 @@ TASK_LOGGER = "auto_workflow.tasks"
 _FIELDS = "auto_workflow_fields"
 """The log record attribute that holds a task line's fields."""
 
+_FORWARDED = (("task_name", "task"), ("run_id", "run_id"), ("node_id", "node"))
+"""Attributes a record logged by a ``run_in="process"`` task carries, and their JSON keys."""
+
 _PRETTY_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 
 _lock = threading.Lock()
@@ -36,7 +39,8 @@ _undo_active: Callable[[], None] | None = None
 class JsonFormatter(logging.Formatter):
     """Each record as one JSON object: ``ts``, ``level``, ``logger`` and either a task
     line's fields (``event``, ``flow``, ``run_id``, ``task``, ``node``, ``duration_ms``,
-    ``attempts``, ``error``) or the ``message``."""
+    ``attempts``, ``error``) or the ``message`` (with ``task``, ``run_id`` and ``node``
+    when a process task logged it, and ``exc_info`` when it carries an exception)."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
@@ -50,9 +54,17 @@ class JsonFormatter(logging.Formatter):
             data.update(fields)
         else:
             data["message"] = record.getMessage()
+            data.update(_forwarded_fields(record))
         if record.exc_info:
             data["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # a record from a worker process brings its traceback as text
+            data["exc_info"] = record.exc_text
         return json.dumps(data, default=repr)
+
+
+def _forwarded_fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = record.__dict__
+    return {key: fields[attr] for attr, key in _FORWARDED if attr in fields}
 
 
 class PrettyFormatter(logging.Formatter):

@@ -57,6 +57,7 @@ import stat
 import struct
 import threading
 import time
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -94,6 +95,7 @@ _OPEN_READ = os.O_RDONLY | _OPEN_SAFE
 _OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_SAFE
 _JSON_SUFFIX = ".json"
 _SUM_SUFFIX = ".sha256"
+_LOCAL_SCHEMES = frozenset({"file", "local"})
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _JSON_ACCEPTS = (
     "the json artifact serializer accepts dict (str keys), list, str, int, float, bool, "
@@ -197,6 +199,20 @@ def _read_entry(fd: int, opened: os.stat_result, kind: int) -> _Entry:
     return _Entry(header, key, payload)
 
 
+def entry_from_bytes(raw: bytes, kind: int) -> _Entry:
+    """Validate the whole entry ``raw`` (one object's bytes) as :func:`_read_entry` does."""
+    header = _parse_header(raw, kind)
+    expected = _HEADER_SIZE + header.key_len + header.payload_len
+    if len(raw) != expected:
+        raise _CorruptError(f"size is {len(raw)} bytes, the header says {expected}")
+    view = memoryview(raw)
+    key = bytes(view[_HEADER_SIZE : _HEADER_SIZE + header.key_len])
+    payload = bytes(view[_HEADER_SIZE + header.key_len :])
+    if _digest(header.prefix, key, payload) != header.digest:
+        raise _CorruptError("checksum mismatch")
+    return _Entry(header, key, payload)
+
+
 def _unpickle(payload: bytes) -> Any:
     try:
         return cloudpickle.loads(payload)
@@ -231,12 +247,48 @@ def _warn_corrupt(message: str, stacklevel: int = 3) -> None:
 # -- files -------------------------------------------------------------------------------
 
 
-def _absolute(path: str | os.PathLike[str]) -> Path:
-    """``path`` made absolute; it must not be an existing file (it is to be a directory)."""
+def is_fsspec_url(path: object) -> bool:
+    """True if ``path`` is a URL for an fsspec filesystem other than the local one
+    (``abfs://container/prefix``, ``memory://x``, ``simplecache::s3://bucket``).
+
+    A plain path, ``file://`` and ``local://`` URLs are local: the classes here serve them.
+    """
+    if not isinstance(path, str):
+        return False
+    if "::" in path:  # fsspec's chained URLs
+        return True
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.lower() not in _LOCAL_SCHEMES
+
+
+def _local_path(raw: str, what: str) -> str:
+    """The local path a ``file://`` URL names (RFC 8089: empty host or ``localhost``, the
+    path percent-decoded); any other str as it is."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower() not in _LOCAL_SCHEMES:
+        return raw
+    host, slash, path = rest.partition("/")
+    if host not in ("", "localhost"):
+        raise ValueError(
+            f"{what} {raw!r} names the host {host!r}; a local file URL is "
+            f"'{scheme}:///absolute/path' (or give a plain path)"
+        )
+    return urllib.request.url2pathname(slash + path) or "/"
+
+
+def _absolute(path: str | os.PathLike[str], remote: str) -> Path:
+    """``path`` (or the path of a ``file://`` URL) made absolute; it must not be an existing
+    file (it is to be a directory). ``remote`` names the class that serves fsspec URLs."""
     raw = os.fspath(path) if isinstance(path, str | os.PathLike) else None
     if not isinstance(raw, str) or not raw:
         raise TypeError(f"path must be a non-empty str or os.PathLike[str]; got {path!r}")
-    absolute = Path(os.path.abspath(raw))
+    if is_fsspec_url(raw):
+        raise ValueError(
+            f"path {raw!r} is an fsspec URL, and this store keeps a local directory: use "
+            f"{remote}({raw!r}, storage_options=...) (the configuration's *_path keys take "
+            "either)"
+        )
+    absolute = Path(os.path.abspath(_local_path(raw, "path")))
     if absolute.exists() and not absolute.is_dir():
         raise ValueError(f"path {str(absolute)!r} is a file; the store needs a directory there")
     return absolute
@@ -409,8 +461,9 @@ class FilesystemResultCache:
     trusted processes (see the module docstring).
 
     Args:
-        path: The directory; relative paths are resolved against the current directory
-            now. It is created on the first write.
+        path: The directory, or a ``file://`` URL of it; relative paths are resolved
+            against the current directory now. It is created on the first write. Another
+            URL (``abfs://``, ``s3://``...) is a ValueError: those are the fsspec classes'.
         clock: Wall-clock time in seconds, used for stored-at times, TTLs and the prune
             schedule (tests pass a fake).
         prune_interval: ``set`` runs :meth:`prune` at most once per this many seconds.
@@ -439,7 +492,7 @@ class FilesystemResultCache:
             raise TypeError(f"clock must be a callable returning seconds; got {clock!r}")
         if not isinstance(prune_interval, (int, float)) or not prune_interval >= 0:
             raise ValueError(f"prune_interval must be a number >= 0; got {prune_interval!r}")
-        self.path = _absolute(path)
+        self.path = _absolute(path, "FsspecResultCache")
         self._clock = clock
         self._prune_interval = float(prune_interval)
         self._schedule = _Schedule(self._prune_interval)
@@ -508,8 +561,7 @@ class FilesystemResultCache:
             return None
 
     def _expired(self, header: _Header, ttl: float | None) -> bool:
-        now = self._clock()
-        return now >= header.expires_at or (ttl is not None and now - header.stored_at >= ttl)
+        return is_expired(header, ttl, self._clock())
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any entry; the last writer wins.
@@ -527,14 +579,8 @@ class FilesystemResultCache:
             ValueError: ``ttl`` is negative or not a number.
         """
         path = self._entry_path(key)
-        if ttl is not None and (not isinstance(ttl, (int, float)) or not ttl >= 0):
-            raise ValueError(f"ttl must be None or a number of seconds >= 0; got {ttl!r}")
-        payload = _pickle(value, "filesystem result cache")
         stored_at = self._clock()
-        expires_at = math.inf if ttl is None else stored_at + ttl
-        codec = _CODECS["pickle"]
-        key_bytes = _encode_key(key)
-        parts = _entry_parts(_KIND_CACHE, codec, stored_at, expires_at, key_bytes, payload)
+        parts = cache_entry_parts(key, value, ttl, stored_at, "filesystem result cache")
         _write_atomic(path, parts, sync=self._sync, mode=self._mode)
         if self._schedule.due(stored_at):
             self.prune()
@@ -582,6 +628,24 @@ def _encode_key(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
+def is_expired(header: _Header, ttl: float | None, now: float) -> bool:
+    """Whether an entry is past its writer's expiry, or older than the reader's ``ttl``."""
+    return now >= header.expires_at or (ttl is not None and now - header.stored_at >= ttl)
+
+
+def cache_entry_parts(
+    key: str, value: Any, ttl: float | None, stored_at: float, what: str
+) -> list[bytes]:
+    """The parts of a cache entry for ``value`` (checks ``ttl``; pickles; ``what`` names the
+    store in a pickling error). Shared by the local and the object-storage caches."""
+    if ttl is not None and (not isinstance(ttl, (int, float)) or not ttl >= 0):
+        raise ValueError(f"ttl must be None or a number of seconds >= 0; got {ttl!r}")
+    payload = _pickle(value, what)
+    expires_at = math.inf if ttl is None else stored_at + ttl
+    codec, key_bytes = _CODECS["pickle"], _encode_key(key)
+    return _entry_parts(_KIND_CACHE, codec, stored_at, expires_at, key_bytes, payload)
+
+
 def _prune_expired(path: str, now: float) -> bool:
     """Remove the cache entry at ``path`` if its own expiry has passed; reads the header."""
     try:
@@ -604,13 +668,14 @@ class FilesystemArtifactStore:
     Each artifact is one file, ``path/<key>``, written once under a fresh uuid4 key.
 
     Args:
-        path: The directory; relative paths are resolved against the current directory
-            now. It is created on the first write.
+        path: The directory, or a ``file://`` URL of it; relative paths are resolved
+            against the current directory now. It is created on the first write. Another
+            URL (``abfs://``, ``s3://``...) is a ValueError: those are the fsspec classes'.
         serializer: ``"pickle"`` (cloudpickle: any value, but unsafe on untrusted files) or
             ``"json"`` (JSON-native values only, round-tripped exactly; never unpickles).
 
     Raises:
-        ValueError: ``serializer`` is not one of the two.
+        ValueError: ``serializer`` is not one of the two, or ``path`` is an fsspec URL.
     """
 
     name = "filesystem"
@@ -622,7 +687,7 @@ class FilesystemArtifactStore:
         if not isinstance(serializer, str) or serializer not in _CODECS:
             allowed = ", ".join(repr(name) for name in _CODECS)
             raise ValueError(f"serializer must be one of {allowed}; got {serializer!r}")
-        self.path = _absolute(path)
+        self.path = _absolute(path, "FsspecArtifactStore")
         self.serializer = serializer
         self._schedule = _Schedule(_ARTIFACT_PRUNE_INTERVAL)
 
@@ -683,7 +748,7 @@ class FilesystemArtifactStore:
                 f"artifact {ref.key!r}: the stored file {path}{_JSON_SUFFIX} was corrupt ({exc})"
             ) from exc
         try:
-            return self._decode(_read_artifact(path, ref.key))
+            return decode_artifact(_read_artifact(path, ref.key), self.serializer)
         except FileNotFoundError:
             raise ArtifactNotFoundError(
                 f"no artifact {ref.key!r} in the filesystem artifact store at {self.path}"
@@ -698,20 +763,6 @@ class FilesystemArtifactStore:
             raise ArtifactNotFoundError(
                 f"artifact {ref.key!r}: the stored file {path} was corrupt ({exc})"
             ) from exc
-
-    def _decode(self, entry: _Entry) -> Any:
-        if entry.header.codec == _CODECS["json"]:
-            try:
-                return json.loads(entry.payload)
-            except ValueError as exc:
-                raise _CorruptError(f"invalid json ({exc})") from exc
-        if self.serializer == "json":
-            key = entry.key.decode("ascii")
-            raise ArtifactNotFoundError(
-                f"artifact {key!r} was stored by the pickle serializer; this store uses "
-                "serializer='json' and never unpickles"
-            )
-        return _unpickle(entry.payload)
 
     def exists(self, ref: ArtifactRef) -> bool:
         """True if a file is stored under ``ref`` in this store (its content is not read).
@@ -738,9 +789,8 @@ class FilesystemArtifactStore:
 
     def _put_json(self, path: str, key: str, payload: bytes) -> None:
         """The checksum first, then the JSON: a json file that exists has its checksum."""
-        name = key + _JSON_SUFFIX
-        digest = hashlib.sha256(payload).hexdigest()
-        _write_atomic(path + _JSON_SUFFIX + _SUM_SUFFIX, [f"{digest}  {name}\n".encode()])
+        line = checksum_line(key + _JSON_SUFFIX, payload)
+        _write_atomic(path + _JSON_SUFFIX + _SUM_SUFFIX, [line])
         _write_atomic(path + _JSON_SUFFIX, [payload])
         if self._schedule.due(time.monotonic()):
             self.prune()
@@ -791,17 +841,52 @@ def _read_json_artifact(path: str) -> Any:
         payload = file.read()
     try:
         with open(path + _SUM_SUFFIX, "rb") as file:
-            expected = file.read().split(b" ", 1)[0].decode("ascii", "replace")
+            line = file.read()
     except FileNotFoundError:
         if not _is_file(path):
             raise  # both were deleted since the JSON was opened: no artifact, not a corrupt one
         raise _CorruptError(f"its checksum file {path}{_SUM_SUFFIX} is missing") from None
-    if hashlib.sha256(payload).hexdigest() != expected:
-        raise _CorruptError("its content does not match its checksum")
+    check_checksum(payload, line)
+    return json_value(payload)
+
+
+def decode_artifact(entry: _Entry, serializer: str) -> Any:
+    """The value in a framed artifact entry, decoded as a store with ``serializer`` may.
+
+    Raises:
+        _CorruptError: a json entry holds invalid JSON.
+        ArtifactNotFoundError: a pickle entry, and ``serializer`` is ``"json"``.
+        _UnloadableError: the pickle cannot be loaded here.
+    """
+    if entry.header.codec == _CODECS["json"]:
+        return json_value(entry.payload)
+    if serializer == "json":
+        key = entry.key.decode("ascii")
+        raise ArtifactNotFoundError(
+            f"artifact {key!r} was stored by the pickle serializer; this store uses "
+            "serializer='json' and never unpickles"
+        )
+    return _unpickle(entry.payload)
+
+
+def json_value(payload: bytes) -> Any:
+    """The value of a JSON payload whose checksum has been checked."""
     try:
         return json.loads(payload)
     except ValueError as exc:
         raise _CorruptError(f"invalid json ({exc})") from exc
+
+
+def checksum_line(name: str, payload: bytes) -> bytes:
+    """The ``sha256sum`` line a json artifact's ``.sha256`` file holds."""
+    return f"{hashlib.sha256(payload).hexdigest()}  {name}\n".encode()
+
+
+def check_checksum(payload: bytes, line: bytes) -> None:
+    """Raise unless ``line`` (a ``sha256sum`` line) is the checksum of ``payload``."""
+    expected = line.split(b" ", 1)[0].decode("ascii", "replace")
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise _CorruptError("its content does not match its checksum")
 
 
 def _read_artifact(path: str, key: str) -> _Entry:

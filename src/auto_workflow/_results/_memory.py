@@ -1,5 +1,6 @@
 """The result-cache and artifact-store protocols, their in-memory defaults, and the
-backends the configuration chooses (memory, or the filesystem ones of :mod:`._disk`).
+backends the configuration chooses (memory, or the filesystem ones of :mod:`._disk` for a
+local path and of :mod:`._objects` for an fsspec URL).
 
 Invariants: nothing is created at import; the memory cache hands back the very object a
 task returned (results are read-only by convention, as a flow hands one result to all its
@@ -8,6 +9,7 @@ consumers); a missing artifact is an :class:`ArtifactNotFoundError` (a ``KeyErro
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -16,12 +18,17 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from auto_workflow._core._config import Config, get_config
 from auto_workflow._core._model import ArtifactRef, require_methods
-from auto_workflow._results._disk import FilesystemArtifactStore, FilesystemResultCache
+from auto_workflow._results._disk import (
+    FilesystemArtifactStore,
+    FilesystemResultCache,
+    is_fsspec_url,
+)
+from auto_workflow._results._objects import FsspecArtifactStore, FsspecResultCache
 from auto_workflow.exceptions import ArtifactNotFoundError
 
 __all__ = [
@@ -243,16 +250,43 @@ def check_store(store: object, what: str = "an artifact store") -> ArtifactStore
 
 
 def cache_from_config(config: Config) -> ResultCache:
-    """The result cache the configuration asks for."""
-    if config.result_cache == "filesystem":
-        return FilesystemResultCache(config.result_cache_path)
-    return MemoryResultCache(config.result_cache_max_entries)
+    """The result cache the configuration asks for (``result_cache_path`` an fsspec URL:
+    an :class:`FsspecResultCache`).
+
+    Raises:
+        ValueError, ImportError: the path cannot be used; the message names the key.
+    """
+    if config.result_cache != "filesystem":
+        return MemoryResultCache(config.result_cache_max_entries)
+    path = config.result_cache_path
+    with _naming("result_cache_path", path):
+        if is_fsspec_url(path):
+            return FsspecResultCache(path)
+        return FilesystemResultCache(path)
 
 
 def store_from_config(config: Config) -> ArtifactStore:
-    """The artifact store the configuration asks for."""
-    if config.artifact_store == "filesystem":
-        return FilesystemArtifactStore(
-            config.artifact_store_path, serializer=config.artifact_serializer
-        )
-    return MemoryArtifactStore()
+    """The artifact store the configuration asks for (``artifact_store_path`` an fsspec
+    URL: an :class:`FsspecArtifactStore`).
+
+    Raises:
+        ValueError, ImportError: the path cannot be used; the message names the key.
+    """
+    if config.artifact_store != "filesystem":
+        return MemoryArtifactStore()
+    path, serializer = config.artifact_store_path, config.artifact_serializer
+    with _naming("artifact_store_path", path):
+        if is_fsspec_url(path):
+            return FsspecArtifactStore(path, serializer=serializer)
+        return FilesystemArtifactStore(path, serializer=serializer)
+
+
+@contextlib.contextmanager
+def _naming(key: str, value: str) -> Iterator[None]:
+    """Errors raised inside say which configuration key holds the value at fault."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ValueError(f"configuration {key} = {value!r}: {exc}") from exc
+    except ImportError as exc:
+        raise ImportError(f"configuration {key} = {value!r}: {exc}") from exc
