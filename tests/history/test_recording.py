@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from auto_workflow import fan_out, flow, task
 from auto_workflow._history import _engine
+from auto_workflow.exceptions import TaskExecutionError
 from auto_workflow.history import RunStatus, get_run, list_runs
 
 
@@ -81,6 +83,41 @@ def test_counted_calls_go_to_the_row_of_their_own_fan_out(
         assert row.started_at is not None
         assert row.ended_at is not None
         assert row.started_at <= row.ended_at
+
+
+@task
+async def wait_or_fail(x: int) -> int:
+    if x == 30:
+        await asyncio.sleep(0.05)  # the others are all waiting by now
+        raise ValueError("the bad one")
+    if x >= 20:
+        await asyncio.sleep(30)  # cancelled when the run fails fast
+    return x
+
+
+@flow
+def fails_fast(n: int) -> list[int]:
+    return fan_out(wait_or_fail, source(n))
+
+
+def test_counted_calls_that_fail_or_are_cancelled_still_get_their_own_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the itemised rows a call that nothing wraps takes the runner's straight line,
+    where only its success is counted: a failure or a cancellation is still recorded."""
+    monkeypatch.setattr(_engine, "ITEMISED", 5)
+    with pytest.raises(TaskExecutionError):
+        fails_fast.run(40, run_id="fast")
+    run = get_run("fast")
+    by_status: dict[str, list[int | None]] = {}
+    for t in run.tasks:
+        if t.task == "wait_or_fail" and t.kind == "task":
+            by_status.setdefault(t.status.value, []).append(t.item)
+    assert by_status["failed"] == [30]
+    assert sorted(by_status["cancelled"]) == [i for i in range(20, 40) if i != 30]
+    summary = [t for t in run.tasks if t.kind == "summary"]
+    assert [(s.status.value, s.item) for s in summary] == [("succeeded", 20 - 5)]
+    assert run.counts() == {"succeeded": 21, "failed": 1, "cancelled": 19}  # source too
 
 
 def test_a_durable_run_itemises_every_call(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import os
 
-    from auto_workflow._core._graph import Graph, Node
+    from auto_workflow._core._graph import Graph, Node, TaskLike
+    from auto_workflow._core._state import RunState
 
 __all__ = [
     "Checkpoints",
@@ -70,6 +71,23 @@ class RunJournal(Protocol):
     ) -> None: ...
 
     def expanded(self, barrier: Node, first: int, count: int) -> None: ...
+
+    def counts(self, task: TaskLike) -> bool:
+        """Whether the journal only counts ``task``'s calls that succeed at once from now
+        on: the runner may then make them without telling it of each, say how many with
+        :meth:`counted`, and still tell it of every other outcome (a failure, a
+        cancellation). The journal learns where they ran from the run's final state
+        (:meth:`tally`)."""
+        ...
+
+    def counted(self, task: TaskLike, calls: int) -> None:
+        """``calls`` more calls of ``task`` that :meth:`counts` let go by succeeded."""
+        ...
+
+    def tally(self, state: RunState) -> None:
+        """The run is over: turn what :meth:`counted` heard into rows, using ``state`` to
+        tell which fan-out each call belonged to. Called before :meth:`finish`."""
+        ...
 
     def finish(self, status: str, error: BaseException | None, at: float) -> None: ...
 
@@ -170,6 +188,10 @@ class Expansions:
             first = self._firsts[at]
             return first, first + self._counts[at], self._barriers[at]
         return index, index + 1, None
+
+    def ranges(self) -> Iterator[tuple[Node, int, int]]:
+        """``(barrier, first, count)`` of every expansion, in the order they were made."""
+        return zip(self._barriers, self._firsts, self._counts, strict=True)
 
     def key(self, node: Node) -> str:
         """The node's stable key: its id, or ``<barrier id>[<item>]`` for a child."""

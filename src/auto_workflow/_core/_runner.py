@@ -112,10 +112,14 @@ class FlowRunner:
             calls.bare if self._events is None else _never
         )
         self._recorded = journal is not None or checkpoints is not None
-        """Each node goes by the journal (:meth:`_run_recorded_node`). A flag, not a method
-        stored on the runner: that would be a cycle keeping a finished run's graph alive
-        until the collector came round."""
-        self._streak = _never if self._recorded else self._bare
+        """Each node goes by the journal (:meth:`_run_recorded_node`), unless the journal
+        only counts its task's calls (``RunJournal.counts``). A flag, not a method stored
+        on the runner: that would be a cycle keeping a finished run's graph alive until the
+        collector came round."""
+        # A durable run checkpoints every call: none of them can take the straight line.
+        self._streak = _never if checkpoints is not None else self._bare
+        self._counted = False
+        """Whether the journal was told of calls made in a straight line (RunJournal.counted)."""
         self._ran = 0
         """Calls run by the workers so far: every _YIELD_EVERY-th, a worker yields."""
 
@@ -136,6 +140,8 @@ class FlowRunner:
         finally:
             self._tg = None
             unbind_run(bound)
+            if self._counted and self.journal is not None:
+                self.journal.tally(self.state)
         if self._first_error is not None:
             raise self._first_error
         if not self.state.finished:
@@ -181,6 +187,8 @@ class FlowRunner:
 
     async def _worker(self) -> None:
         state, streak = self.state, self._streak
+        # With a journal, a task's calls take the straight line once it only counts them.
+        counting = self.journal.counts if self.journal is not None else None
         try:
             node = state.pop()
             while node is not None and not self._aborting:
@@ -191,7 +199,7 @@ class FlowRunner:
                 if not self._spawn_pending and state.has_ready():
                     self._want_worker()
                 call = streak(node.task)
-                if call is not None:
+                if call is not None and (counting is None or counting(node.task)):
                     node = await self._run_bares(node, call)
                     continue
                 if self._recorded:
@@ -222,6 +230,7 @@ class FlowRunner:
         # Each call sets its node as the frame; the frame is reset once, when the streak
         # ends (between two calls only the engine runs, which never reads it).
         first = None
+        succeeded = 0  # told to the journal, if any, when the streak ends
         try:
             while current is not None and current.task is task and not current.is_barrier:
                 args, kwargs = state.arguments(current)
@@ -244,12 +253,17 @@ class FlowRunner:
                             value = await value
                 except Exception as exc:  # noqa: BLE001 - the task's own failure, handled below
                     error = call.failed(exc, start, current, returned)
+                except asyncio.CancelledError:
+                    self._journal_bare(current, "cancelled", None)
+                    raise
                 finally:
                     self._in_task -= 1
                 if error is None:
                     task_done(name, "success", (perf_counter() - start) * 1000)
                     state.done(current, value)
+                    succeeded += 1
                 else:
+                    self._journal_bare(current, "failed", error)
                     self._on_failure(current, error)
                 self._ran += 1
                 if not self._ran % _YIELD_EVERY:
@@ -262,7 +276,21 @@ class FlowRunner:
         finally:
             if first is not None:
                 reset_frame(first)
+            if succeeded and self.journal is not None:
+                self.journal.counted(task, succeeded)
+                self._counted = True
         return current
+
+    def _journal_bare(self, node: Node, status: str, error: TaskExecutionError | None) -> None:
+        """Tell the journal (if any) of a straight-line call that did not succeed: only
+        successes are counted, every other outcome keeps a row of its own."""
+        journal = self.journal
+        if journal is None:
+            return
+        now = time.time()
+        journal.task_started(node, now)
+        attempts = 0 if error is None else error.attempts
+        journal.task_ended(node, status, attempts, now, error, False)
 
     async def _run_node(self, node: Node) -> None:
         args, kwargs = self.state.arguments(node)

@@ -205,6 +205,11 @@ class RunState:
         """True if :meth:`pop_ready` may return something now."""
         return bool(self._queue or self._heap)
 
+    def count_done(self, first: int, stop: int) -> int:
+        """How many of the nodes ``first`` to ``stop - 1`` ended ``DONE`` (one C-level
+        count over the status bytes: a range of a fan-out costs no loop)."""
+        return self._status.count(DONE, first, stop)
+
     def status(self, index: int) -> int:
         """The status code of node ``index``."""
         return self._status[index]

@@ -13,6 +13,7 @@ scheduler's); a journal method never raises; the run's final status is flushed b
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -39,9 +40,12 @@ from auto_workflow._history._writer import HistoryWriter, Retention, WriterOptio
 from auto_workflow.exceptions import RunNotFoundError, TaskExecutionError, UpstreamFailedError
 
 if TYPE_CHECKING:
-    from auto_workflow._core._graph import Graph, Node
+    from auto_workflow._core._graph import Graph, Node, TaskLike
+    from auto_workflow._core._state import RunState
 
 __all__ = ["SqliteHistory", "close_all", "error_record", "history_for", "install"]
+
+logger = logging.getLogger(__name__)
 
 _TASK_STATUS = {s.value: s for s in TaskStatus}
 _RUN_STATUS = {s.value: s for s in RunStatus}
@@ -209,12 +213,15 @@ class _Journal:
     """
 
     __slots__ = (
+        "_bare_ok",
+        "_counting",
         "_declared_upto",
         "_durable",
         "_expansions",
         "_graph",
         "_history",
         "_hot",
+        "_itemised_ok",
         "_quiet",
         "_retries",
         "_rows",
@@ -235,6 +242,12 @@ class _Journal:
         self._quiet: dict[int, float] = {}
         self._hot: tuple[object, int, int, str, list[float]] | None = None
         self._summary: dict[tuple[str, str, str | None], list[float]] = {}
+        # Calls the runner makes without telling us (see counts): per task, when counting
+        # began and how many succeeded; and the itemised successes per (task, fan-out), to
+        # tell the two apart in the final state.
+        self._counting: dict[TaskLike, float] = {}
+        self._bare_ok: dict[TaskLike, int] = {}
+        self._itemised_ok: dict[tuple[TaskLike, Node | None], int] = {}
         built = len(graph.nodes)
         self._declared_upto = built if built <= UPFRONT else 0
         if self._declared_upto:
@@ -280,9 +293,66 @@ class _Journal:
             self._declare(node)  # never started: declared now
         if retry is not None and error is None:
             self._writer.attempt_ended(self._run_id, node.index, retry[0], retry[1], at, None)
+        elif status in _PLAIN and node.index >= self._declared_upto and not self._durable:
+            self._itemised_success(node)
         record = None if error is None else error_record(error)
         state = _TASK_STATUS[status]
         self._writer.task_ended(self._run_id, node.index, state, attempts, at, record, checkpoint)
+
+    def _itemised_success(self, node: Node) -> None:
+        """Count an itemised call that succeeded, by (task, fan-out): :meth:`tally` takes
+        these out of the final state's successes to find the calls it was not told of."""
+        key = (node.task, self._expansions.span(node.index)[2])
+        self._itemised_ok[key] = self._itemised_ok.get(key, 0) + 1
+
+    def counts(self, task: TaskLike) -> bool:
+        """True once ``task`` has its :data:`ITEMISED` rows in a run that is not durable:
+        from then on its calls that succeed at once are only counted."""
+        if self._durable or self._rows.get(task, 0) < ITEMISED:
+            return False
+        if task not in self._counting:
+            self._counting[task] = time.time()
+        return True
+
+    def counted(self, task: TaskLike, calls: int) -> None:
+        self._bare_ok[task] = self._bare_ok.get(task, 0) + calls
+
+    def tally(self, state: RunState) -> None:
+        """Split the counted calls of each task by fan-out and add them to the summary:
+        in each expansion of the task, the successes the final state shows less those
+        itemised; the rest were build-time calls."""
+        try:
+            self._tally(state, time.time())
+        except Exception:  # a bug here must not cost the run: its rows are only counts
+            logger.warning(
+                "the run history could not count run %s's calls", self._run_id, exc_info=True
+            )
+
+    def _tally(self, state: RunState, now: float) -> None:
+        ranges = list(self._expansions.ranges())
+        for task, calls in self._bare_ok.items():
+            began = self._counting.get(task, now)
+            left = calls
+            for barrier, first, count in ranges:
+                if barrier.task is not task or not left:
+                    continue
+                done = state.count_done(first, first + count)
+                done -= self._itemised_ok.get((task, barrier), 0)
+                done = min(max(done, 0), left)
+                if done:
+                    self._add_counted(task.name, barrier.id, done, began, now)
+                    left -= done
+            if left:
+                self._add_counted(task.name, None, left, began, now)
+        self._bare_ok.clear()
+
+    def _add_counted(
+        self, name: str, fanout: str | None, calls: int, began: float, ended: float
+    ) -> None:
+        entry = self._summary.setdefault((name, "succeeded", fanout), [0.0, began, ended])
+        entry[0] += calls
+        entry[1] = min(entry[1], began)
+        entry[2] = max(entry[2], ended)
 
     def _count(self, node: Node, status: str, started: float, ended: float) -> None:
         """Count a quiet call into its summary row: (task, status, fan-out) and its span."""
