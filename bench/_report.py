@@ -288,12 +288,6 @@ def _wall_notes(rows: list[Row], work: int) -> list[str]:
             f"ThreadPoolExecutor({THREAD_CONCURRENCY}) default executor + "
             f"Semaphore({THREAD_CONCURRENCY})."
         )
-    if any(r.case == "process_tiny" for r in rows):
-        notes.append(
-            f'  process_tiny: i * i per call, run_in="process" on {TINY_WORKERS} '
-            f"workers; baseline\n  ProcessPoolExecutor({TINY_WORKERS}).map. Both "
-            "pools warmed before timing."
-        )
     if any(r.case == "process" for r in rows):
         notes.append(
             f"  process: pure-Python loop of {work:,} iterations per call (~0.2 s here);\n"
