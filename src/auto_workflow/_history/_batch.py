@@ -6,6 +6,10 @@ The writer thread drains its queue into a :class:`Batch` (pure Python, no I/O), 
 - Each task row the batch touches is written once: its declaration, start and end (any
   that arrived in this batch) merge into one ``INSERT ... ON CONFLICT DO UPDATE`` that sets
   exactly those columns, so a row written by an earlier batch keeps the rest.
+- The rows of one run and shape go to SQLite in one statement (a JSON array read with
+  ``json_each``), so the writer thread takes the GIL back once per statement, not once per
+  row. Text SQLite's JSON would alter (a NUL, a lone surrogate) goes row by row instead,
+  a lone surrogate written as its backslash escape; the rows are the same either way.
 - ``apply`` only reads the batch and writes the database, so it can run again after a
   rollback (the writer retries a busy transaction).
 - A run's stored ``counts`` are computed when it ends, after this batch's task rows.
@@ -13,6 +17,8 @@ The writer thread drains its queue into a :class:`Batch` (pure Python, no I/O), 
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 import threading
 from typing import Any
@@ -38,15 +44,8 @@ RUN_STARTED, NODES, TASK_STARTED, ATTEMPT, TASK_ENDED, RUN_ENDED, FLUSH = range(
 
 _DECL = ("node", "task", "kind", "upstream", "fanout", "item")
 _START = ("started_at", "status")
-_END = (
-    "status",
-    "attempts",
-    "ended_at",
-    "error_type",
-    "error_message",
-    "error_traceback",
-    "checkpoint",
-)
+_END = ("status", "attempts", "ended_at", "checkpoint")
+_ERROR = ("error_type", "error_message", "error_traceback")
 _RUNNING = "running"
 
 _RUN_UPSERT = """
@@ -84,28 +83,71 @@ class FlushMarker:
         self.done.set()
 
 
-def _task_upsert(columns: tuple[str, ...]) -> str:
-    names = ", ".join(columns)
-    marks = ", ".join("?" for _ in columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
-    return (
-        f"INSERT INTO tasks (run, idx, {names}) VALUES (?, ?, {marks}) "
-        f"ON CONFLICT (run, idx) DO UPDATE SET {updates}"
+def _task_upsert(columns: tuple[str, ...], nulls: tuple[str, ...]) -> tuple[str, str]:
+    """Two statements writing rows ``(idx, *columns)`` of run ``?1`` and setting the
+    ``nulls`` columns to NULL: one for a whole JSON array of rows (``?2``), and one for a
+    single row (the fallback, see :func:`_json_safe`).
+
+    One statement per batch, not ``executemany``: the sqlite3 module binds each row's
+    values holding the GIL and takes the GIL back after each row, while the scheduler's
+    thread wants it; in bulk the writer thread holds it only to ``json.dumps`` the rows,
+    and SQLite does the rest in C. ``WHERE true`` keeps ``ON CONFLICT`` from parsing as a
+    join's ``ON``.
+    """
+    names = ", ".join((*columns, *nulls))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns, *nulls))
+    conflict = f"ON CONFLICT (run, idx) DO UPDATE SET {updates}"
+    nothing = ("NULL",) * len(nulls)
+    extracted = ", ".join((*(f"value ->> {i + 1}" for i in range(len(columns))), *nothing))
+    bulk = (
+        f"INSERT INTO tasks (run, idx, {names}) SELECT ?1, value ->> 0, {extracted} "
+        f"FROM json_each(?2) WHERE true {conflict}"
     )
+    marks = ", ".join((*("?" for _ in range(len(columns) + 2)), *nothing))
+    single = f"INSERT INTO tasks (run, idx, {names}) VALUES ({marks}) {conflict}"
+    return bulk, single
 
 
-def _columns(decl: bool, start: bool, end: bool) -> tuple[str, ...]:
+_UNSAFE = re.compile(
+    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
+"""What SQLite's JSON would not carry through as it is, in ``json.dumps`` output: a NUL
+(SQLite ends the text there) or a lone surrogate (it would store text that is not UTF-8)."""
+
+
+def _json_safe(text: str) -> bool:
+    """True if ``text`` (from ``json.dumps``) holds no string SQLite's JSON would alter."""
+    return "\\u" not in text or _UNSAFE.search(text) is None
+
+
+def _valid_text(value: Any) -> Any:
+    """``value``, with a lone surrogate in a string written as its backslash escape (the
+    only text SQLite cannot store as UTF-8)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+Shape = tuple[bool, bool, int]
+"""Which parts of a task row a batch has: declared, started, ended (0: no; 1: without an
+error; 2: with one)."""
+
+
+def _upsert(shape: Shape) -> tuple[str, str]:
+    decl, start, end = shape
     cols: tuple[str, ...] = _DECL if decl else ()
     if start:
         cols += ("started_at",) if end else _START
-    return cols + (_END if end else ())
+    if end:
+        cols += _END + (_ERROR if end == 2 else ())
+    return _task_upsert(cols, _ERROR if end == 1 else ())
 
 
 _UPSERTS = {
-    (d, s, e): _task_upsert(_columns(d, s, e))
+    (d, s, e): _upsert((d, s, e))
     for d in (False, True)
     for s in (False, True)
-    for e in (False, True)
+    for e in (0, 1, 2)
     if d or s or e
 }
 
@@ -163,8 +205,10 @@ class Batch:
 
     def _add_end(self, op: tuple[Any, ...]) -> None:
         _, run_id, index, status, attempts, ended_at, error, checkpoint = op
-        error_cols = redacted_error(error)
-        self.ended[(run_id, index)] = (str(status), attempts, ended_at, *error_cols, checkpoint)
+        row: tuple[Any, ...] = (str(status), attempts, ended_at, checkpoint)
+        if error is not None:
+            row += redacted_error(error)
+        self.ended[(run_id, index)] = row
 
     def _add_attempt(self, op: tuple[Any, ...]) -> None:
         _, run_id, index, number, started_at, ended_at, error = op
@@ -194,16 +238,29 @@ class Batch:
             conn.execute(_RUN_END, (status, *rest, counts, rid))
 
     def _apply_tasks(self, conn: sqlite3.Connection, rids: dict[str, int]) -> None:
-        groups: dict[tuple[bool, bool, bool], list[tuple[Any, ...]]] = {}
+        groups: dict[tuple[str, Shape], list[tuple[Any, ...]]] = {}
         declared, started, ended = self.declared, self.started, self.ended
         # Key order is (run, build index): B-tree appends fill pages and keep the file small.
         for key in sorted(declared.keys() | started.keys() | ended.keys()):
             d, s, e = declared.get(key), started.get(key), ended.get(key)
             values = (d or ()) + ((s[:1] if e else s) if s else ()) + (e or ())
-            row = (_rid(conn, rids, key[0]), key[1], *values)
-            groups.setdefault((d is not None, s is not None, e is not None), []).append(row)
-        for shape, rows in groups.items():
-            conn.executemany(_UPSERTS[shape], rows)
+            shape = (d is not None, s is not None, 0 if e is None else 1 if len(e) == 4 else 2)
+            groups.setdefault((key[0], shape), []).append((key[1], *values))
+        for (run_id, shape), rows in groups.items():
+            _write_rows(conn, shape, _rid(conn, rids, run_id), rows)
+
+
+def _write_rows(
+    conn: sqlite3.Connection, shape: Shape, rid: int, rows: list[tuple[Any, ...]]
+) -> None:
+    """Write task rows of one run and shape: in bulk, or (rarely: text with a NUL or a lone
+    surrogate) row by row."""
+    bulk, single = _UPSERTS[shape]
+    text = json.dumps(rows)
+    if _json_safe(text):
+        conn.execute(bulk, (rid, text))
+    else:
+        conn.executemany(single, ((rid, *map(_valid_text, row)) for row in rows))
 
 
 def _rid(conn: sqlite3.Connection, rids: dict[str, int], run_id: str) -> int:
