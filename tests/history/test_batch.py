@@ -240,3 +240,24 @@ def test_a_lone_surrogate_in_an_error_is_recorded_escaped_and_the_history_goes_o
     rows = conn.execute("SELECT idx, status, error_message FROM tasks ORDER BY idx").fetchall()
     conn.close()
     assert rows == [(0, "failed", "no /data/\\udcff.csv"), (1, "succeeded", None)]
+
+
+def test_values_equal_across_rows_but_of_other_types_are_not_bound_as_one(
+    tmp_path: Path,
+) -> None:
+    # A column the same in every row is bound once for all rows; 1 == 1.0 == True are
+    # equal in Python but a TEXT column stores them as '1', '1.0' and '1'.
+    ops: list[Op] = [
+        (_batch.NODES, "r1", ((i, f"t:{i}", "t", "task", (), fanout, None),))
+        for i, fanout in enumerate((1, 1.0, True))
+    ]
+    bulk, reference = _fresh(tmp_path / "bulk.sqlite"), _fresh(tmp_path / "reference.sqlite")
+    batch = Batch()
+    for op in ops:
+        batch.add(op)
+        write_transaction(reference, lambda conn, op=op: _one_by_one(conn, op))
+    write_transaction(bulk, batch.apply)
+    assert [row[15] for row in _tasks(bulk)] == ["1", "1.0", "1"]  # the fanout column
+    assert _tasks(bulk) == _tasks(reference)
+    bulk.close()
+    reference.close()

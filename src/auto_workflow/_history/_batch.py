@@ -83,29 +83,48 @@ class FlushMarker:
         self.done.set()
 
 
-def _task_upsert(columns: tuple[str, ...], nulls: tuple[str, ...]) -> tuple[str, str]:
-    """Two statements writing rows ``(idx, *columns)`` of run ``?1`` and setting the
-    ``nulls`` columns to NULL: one for a whole JSON array of rows (``?2``), and one for a
-    single row (the fallback, see :func:`_json_safe`).
+def _bulk_upsert(columns: tuple[str, ...], nulls: tuple[str, ...], same: frozenset[int]) -> str:
+    """One statement writing a whole JSON array of rows of run ``?1`` (``?2``), setting
+    ``columns`` and NULL into the ``nulls`` columns. The columns in ``same`` have one value
+    for every row, bound once each (``?3``, ``?4``, ... in column order); each JSON row holds
+    the index and then the other columns' values, in order.
 
     One statement per batch, not ``executemany``: the sqlite3 module binds each row's
     values holding the GIL and takes the GIL back after each row, while the scheduler's
     thread wants it; in bulk the writer thread holds it only to ``json.dumps`` the rows,
-    and SQLite does the rest in C. ``WHERE true`` keeps ``ON CONFLICT`` from parsing as a
-    join's ``ON``.
+    and SQLite does the rest in C, where each value read out of a JSON row costs about as
+    much as writing the row (hence ``same``). ``WHERE true`` keeps ``ON CONFLICT`` from
+    parsing as a join's ``ON``.
     """
+    values, position, bound = [], 1, 3
+    for i in range(len(columns)):
+        if i in same:
+            values.append(f"?{bound}")
+            bound += 1
+        else:
+            values.append(f"value ->> {position}")
+            position += 1
     names = ", ".join((*columns, *nulls))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in (*columns, *nulls))
-    conflict = f"ON CONFLICT (run, idx) DO UPDATE SET {updates}"
-    nothing = ("NULL",) * len(nulls)
-    extracted = ", ".join((*(f"value ->> {i + 1}" for i in range(len(columns))), *nothing))
-    bulk = (
-        f"INSERT INTO tasks (run, idx, {names}) SELECT ?1, value ->> 0, {extracted} "
-        f"FROM json_each(?2) WHERE true {conflict}"
+    values += ["NULL"] * len(nulls)
+    return (
+        f"INSERT INTO tasks (run, idx, {names}) SELECT ?1, value ->> 0, {', '.join(values)} "
+        f"FROM json_each(?2) WHERE true {_on_conflict((*columns, *nulls))}"
     )
-    marks = ", ".join((*("?" for _ in range(len(columns) + 2)), *nothing))
-    single = f"INSERT INTO tasks (run, idx, {names}) VALUES ({marks}) {conflict}"
-    return bulk, single
+
+
+def _single_upsert(columns: tuple[str, ...], nulls: tuple[str, ...]) -> str:
+    """The statement writing one row ``(run, idx, *columns)`` (the fallback of
+    :func:`_json_safe`)."""
+    names = ", ".join((*columns, *nulls))
+    marks = ", ".join(("?",) * (len(columns) + 2) + ("NULL",) * len(nulls))
+    return (
+        f"INSERT INTO tasks (run, idx, {names}) VALUES ({marks}) {_on_conflict((*columns, *nulls))}"
+    )
+
+
+def _on_conflict(columns: tuple[str, ...]) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+    return f"ON CONFLICT (run, idx) DO UPDATE SET {updates}"
 
 
 _UNSAFE = re.compile(
@@ -133,23 +152,27 @@ Shape = tuple[bool, bool, int]
 error; 2: with one)."""
 
 
-def _upsert(shape: Shape) -> tuple[str, str]:
+def _shape_columns(shape: Shape) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(columns, nulls)``: the columns a row of ``shape`` sets, and those it clears."""
     decl, start, end = shape
     cols: tuple[str, ...] = _DECL if decl else ()
     if start:
         cols += ("started_at",) if end else _START
     if end:
         cols += _END + (_ERROR if end == 2 else ())
-    return _task_upsert(cols, _ERROR if end == 1 else ())
+    return cols, (_ERROR if end == 1 else ())
 
 
-_UPSERTS = {
-    (d, s, e): _upsert((d, s, e))
+_COLUMNS = {
+    (d, s, e): _shape_columns((d, s, e))
     for d in (False, True)
     for s in (False, True)
     for e in (0, 1, 2)
     if d or s or e
 }
+_SINGLE = {shape: _single_upsert(*columns) for shape, columns in _COLUMNS.items()}
+_BULK: dict[tuple[Shape, frozenset[int]], str] = {}
+"""Bulk statements made so far, by shape and which columns are the same in every row."""
 
 
 def _declared_row(node: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
@@ -253,14 +276,28 @@ class Batch:
 def _write_rows(
     conn: sqlite3.Connection, shape: Shape, rid: int, rows: list[tuple[Any, ...]]
 ) -> None:
-    """Write task rows of one run and shape: in bulk, or (rarely: text with a NUL or a lone
-    surrogate) row by row."""
-    bulk, single = _UPSERTS[shape]
-    text = json.dumps(rows)
-    if _json_safe(text):
-        conn.execute(bulk, (rid, text))
-    else:
-        conn.executemany(single, ((rid, *map(_valid_text, row)) for row in rows))
+    """Write task rows ``(idx, *columns)`` of one run and shape: in bulk, each column that
+    is the same in every row bound once, or (rarely: text with a NUL or a lone surrogate)
+    row by row."""
+    index, *columns = zip(*rows, strict=True)
+    same = frozenset(i for i, column in enumerate(columns) if _all_same(column))
+    varying = [column for i, column in enumerate(columns) if i not in same]
+    text = json.dumps(list(zip(index, *varying, strict=True)))
+    if not _json_safe(text):
+        conn.executemany(_SINGLE[shape], ((rid, *map(_valid_text, row)) for row in rows))
+        return
+    statement = _BULK.get((shape, same))
+    if statement is None:
+        statement = _BULK[(shape, same)] = _bulk_upsert(*_COLUMNS[shape], same)
+    bound = [_valid_text(column[0]) for i, column in enumerate(columns) if i in same]
+    conn.execute(statement, (rid, text, *bound))
+
+
+def _all_same(values: tuple[Any, ...]) -> bool:
+    """True if every value equals the first and has its type (1, 1.0 and True are equal,
+    but SQLite stores them differently)."""
+    first = values[0]
+    return values.count(first) == len(values) and len(set(map(type, values))) == 1
 
 
 def _rid(conn: sqlite3.Connection, rids: dict[str, int], run_id: str) -> int:
