@@ -285,10 +285,21 @@ class _Journal:
         checkpoint: bool,
     ) -> None:
         started = self._quiet.pop(node.index, None) if self._quiet else None
+        if started is not None and error is None and attempts <= 1 and status in _PLAIN:
+            # A quiet call counted into its summary row: (task, status, fan-out) and its
+            # span. Inline, not a helper: on this path a call costs as much as the work.
+            hot = self._hot  # the row the last call went to: a fan-out's calls come in a run
+            if hot.task is node.task and hot.lo <= node.index < hot.hi and hot.status == status:
+                row = hot.row
+            else:
+                row = self._summary_row(node, status)
+            row[0] += 1
+            if started < row[1]:
+                row[1] = started
+            if at > row[2]:
+                row[2] = at
+            return
         if started is not None:
-            if error is None and attempts <= 1 and status in _PLAIN:
-                self._count(node, status, started, at)
-                return
             self._declare(node)  # an unusual outcome of a quiet call: itemised after all
             self._writer.task_started(self._run_id, node.index, started)
         elif node.is_barrier or status == "skipped":
@@ -299,20 +310,6 @@ class _Journal:
         record = None if error is None else error_record(error)
         state = _TASK_STATUS[status]
         self._writer.task_ended(self._run_id, node.index, state, attempts, at, record, checkpoint)
-
-    def _count(self, node: Node, status: str, started: float, ended: float) -> None:
-        """Count a quiet call into its summary row: (task, status, fan-out) and its span."""
-        hot = self._hot  # the row the last call went to: a fan-out's calls come in a run
-        index = node.index
-        if hot.task is node.task and hot.lo <= index < hot.hi and hot.status == status:
-            row = hot.row
-        else:
-            row = self._summary_row(node, status)
-        row[0] += 1
-        if started < row[1]:
-            row[1] = started
-        if ended > row[2]:
-            row[2] = ended
 
     def _summary_row(self, node: Node, status: str) -> list[float]:
         """The summary row of ``node``'s (task, status, fan-out), made the hot one."""
