@@ -85,39 +85,74 @@ def test_counted_calls_go_to_the_row_of_their_own_fan_out(
         assert row.started_at <= row.ended_at
 
 
-@task
-async def wait_or_fail(x: int) -> int:
-    if x == 30:
-        await asyncio.sleep(0.05)  # the others are all waiting by now
-        raise ValueError("the bad one")
-    if x >= 20:
-        await asyncio.sleep(30)  # cancelled when the run fails fast
+def test_by_default_a_big_fan_out_keeps_a_hundred_rows_per_task_and_exact_counts() -> None:
+    many.run(3000, failure_policy="continue", run_id="default-big")
+    run = get_run("default-big")
+    failures = 3000 // 25  # x % 25 == 7
+    assert run.counts() == {"succeeded": 3000 - failures + 1, "failed": failures}
+    rows = [t for t in run.tasks if t.task == "check" and t.kind == "task"]
+    assert _engine.ITEMISED == 100
+    assert len(rows) == 100 + failures - 4  # the first hundred held four failures
+    assert len([t for t in run.tasks if t.kind == "summary"]) == 1
+
+
+@task(retries=2)
+def steady(x: int) -> int:
+    return x
+
+
+@task(retries=2)
+def shaky(x: int) -> int:
+    from auto_workflow.context import get_context
+
+    if x % 10 == 3 and get_context().attempt == 1:
+        raise ConnectionError(f"blip {x}")
     return x
 
 
 @flow
-def fails_fast(n: int) -> list[int]:
-    return fan_out(wait_or_fail, source(n))
+def retrying(n: int) -> object:
+    return fan_out(steady, source(n)), fan_out(shaky, source(n))
 
 
-def test_counted_calls_that_fail_or_are_cancelled_still_get_their_own_rows(
+def test_a_call_that_may_retry_is_counted_when_its_first_attempt_succeeds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past the itemised rows a call that nothing wraps takes the runner's straight line,
-    where only its success is counted: a failure or a cancellation is still recorded."""
     monkeypatch.setattr(_engine, "ITEMISED", 5)
-    with pytest.raises(TaskExecutionError):
-        fails_fast.run(40, run_id="fast")
-    run = get_run("fast")
-    by_status: dict[str, list[int | None]] = {}
-    for t in run.tasks:
-        if t.task == "wait_or_fail" and t.kind == "task":
-            by_status.setdefault(t.status.value, []).append(t.item)
-    assert by_status["failed"] == [30]
-    assert sorted(by_status["cancelled"]) == [i for i in range(20, 40) if i != 30]
-    summary = [t for t in run.tasks if t.kind == "summary"]
-    assert [(s.status.value, s.item) for s in summary] == [("succeeded", 20 - 5)]
-    assert run.counts() == {"succeeded": 21, "failed": 1, "cancelled": 19}  # source too
+    retrying.run(40, run_id="retrying")
+    run = get_run("retrying")
+    assert run.counts() == {"succeeded": 82}
+    summary = {s.task: s.item for s in run.tasks if s.kind == "summary"}
+    assert summary == {"steady": 35, "shaky": 32}  # shaky: 40 - the first 5 - 3 later retries
+    retried = [t for t in run.tasks if t.task == "shaky" and t.attempts == 2]
+    assert [t.item for t in retried] == [3, 13, 23, 33]  # each retry keeps its own row
+
+
+def test_an_ended_journal_lets_go_of_the_run_s_graph() -> None:
+    import weakref
+
+    from auto_workflow._core._graph import Graph
+    from auto_workflow._core._journal import RunSpec
+    from auto_workflow._history._engine import history_for
+    from auto_workflow.config import get_config
+
+    history = history_for(get_config())
+    assert history is not None
+    graph = Graph("g")
+    for i in range(10):
+        graph.add(check, (i,), {})
+    spec = RunSpec(
+        run_id="let-go", flow="g", target=None, args=(), kwargs={}, params={}, durable=False
+    )
+    journal, _ = history.begin(spec, graph, None, False)
+    for node in graph.nodes:
+        journal.task_started(node, 1.0)
+        journal.task_ended(node, "succeeded", 1, 2.0, None, False)
+    journal.finish("succeeded", None, 3.0)
+    alive = weakref.ref(graph)
+    del graph, node
+    assert alive() is None  # freed when the run ends, not at the next garbage collection
+    assert get_run("let-go").counts() == {"succeeded": 10}
 
 
 def test_a_durable_run_itemises_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,3 +242,38 @@ def test_retention_removes_the_checkpoints_of_the_runs_it_deletes(isolated_histo
     store = HistoryStore(isolated_history)
     assert store.apply_retention(keep_last=1, min_interval=0) == 2
     assert sorted(p.name for p in root.iterdir()) == ["r-3"]
+
+
+@task
+async def wait_or_fail(x: int) -> int:
+    if x == 30:
+        await asyncio.sleep(0.05)  # the others are all waiting by now
+        raise ValueError("the bad one")
+    if x >= 20:
+        await asyncio.sleep(30)  # cancelled when the run fails fast
+    return x
+
+
+@flow
+def fails_fast(n: int) -> list[int]:
+    return fan_out(wait_or_fail, source(n))
+
+
+def test_counted_calls_that_fail_or_are_cancelled_still_get_their_own_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the itemised rows a call that nothing wraps takes the runner's straight line,
+    where only its success is counted: a failure or a cancellation is still recorded."""
+    monkeypatch.setattr(_engine, "ITEMISED", 5)
+    with pytest.raises(TaskExecutionError):
+        fails_fast.run(40, run_id="fast")
+    run = get_run("fast")
+    by_status: dict[str, list[int | None]] = {}
+    for t in run.tasks:
+        if t.task == "wait_or_fail" and t.kind == "task":
+            by_status.setdefault(t.status.value, []).append(t.item)
+    assert by_status["failed"] == [30]
+    assert sorted(by_status["cancelled"]) == [i for i in range(20, 40) if i != 30]
+    summary = [t for t in run.tasks if t.kind == "summary"]
+    assert [(s.status.value, s.item) for s in summary] == [("succeeded", 20 - 5)]
+    assert run.counts() == {"succeeded": 21, "failed": 1, "cancelled": 19}  # source too

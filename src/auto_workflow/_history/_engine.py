@@ -14,6 +14,7 @@ scheduler's); a journal method never raises; the run's final status is flushed b
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from auto_workflow._core._config import Config, get_config
 from auto_workflow._core._durable import signature_digest
+from auto_workflow._core._graph import Graph
 from auto_workflow._core._journal import (
     Expansions,
     PriorRun,
@@ -40,7 +42,7 @@ from auto_workflow._history._writer import HistoryWriter, Retention, WriterOptio
 from auto_workflow.exceptions import RunNotFoundError, TaskExecutionError, UpstreamFailedError
 
 if TYPE_CHECKING:
-    from auto_workflow._core._graph import Graph, Node, TaskLike
+    from auto_workflow._core._graph import Node, TaskLike
     from auto_workflow._core._state import RunState
 
 __all__ = ["SqliteHistory", "close_all", "error_record", "history_for", "install"]
@@ -186,7 +188,7 @@ class SqliteHistory:
         return journal, checkpoints
 
 
-ITEMISED = 1000
+ITEMISED = 100
 """Rows per task name in one run before its further plain successes are only counted."""
 
 UPFRONT = 5000
@@ -206,23 +208,28 @@ class _Journal:
     shows what still waits. In a larger graph a node is declared when it first shows up
     (started, skipped, or a barrier expanded), so nodes that never started are not recorded.
     In a run that is not durable, once a task name has :data:`ITEMISED` rows, its further
-    calls that succeed at the first attempt are counted into one summary row per (task,
-    status) instead of a row each: failures,
-    retries, skips and cancellations always get their own row. A 100,000-call fan-out then
-    costs the history a thousand rows, not a hundred thousand.
+    calls that succeed at their first attempt are counted into one summary row per (task,
+    status, fan-out) instead of a row each: failures, retries, skips and cancellations
+    always get their own row. A 100,000-call fan-out then costs the history a hundred rows,
+    not a hundred thousand.
+
+    Such a counted ("quiet") call is the hot path, paid by every call of a big fan-out on
+    the scheduler's thread: it queues nothing, keeps only its start time while it runs,
+    and usually adds one to the summary row the previous call went to (``_hot``).
     """
 
     __slots__ = (
         "_bare_ok",
         "_counting",
         "_declared_upto",
-        "_durable",
         "_expansions",
         "_graph",
         "_history",
         "_hot",
         "_itemised_ok",
+        "_over",
         "_quiet",
+        "_quiet_from",
         "_retries",
         "_rows",
         "_run_id",
@@ -235,12 +242,12 @@ class _Journal:
         self._writer = history.writer
         self._run_id = run_id
         self._graph = graph
-        self._durable = durable
         self._expansions = Expansions(len(graph.nodes))
         self._retries: dict[int, tuple[int, float]] = {}
         self._rows: dict[object, int] = {}  # itemised calls per task
-        self._quiet: dict[int, float] = {}
-        self._hot: tuple[object, int, int, str, list[float]] | None = None
+        self._over: set[object] = set()  # tasks whose plain calls are only counted now
+        self._quiet: dict[int, float] = {}  # start times of counted calls still running
+        self._hot: _Hot = _COLD
         self._summary: dict[tuple[str, str, str | None], list[float]] = {}
         # Calls the runner makes without telling us (see counts): per task, when counting
         # began and how many succeeded; and the itemised successes per (task, fan-out), to
@@ -250,6 +257,9 @@ class _Journal:
         self._itemised_ok: dict[tuple[TaskLike, Node | None], int] = {}
         built = len(graph.nodes)
         self._declared_upto = built if built <= UPFRONT else 0
+        # A durable run itemises every call; otherwise calls past the whole-graph
+        # declaration may be counted.
+        self._quiet_from = _NEVER if durable else self._declared_upto
         if self._declared_upto:
             decls = _declarations(graph, 0, built)
             self._writer.nodes_declared_lazily(run_id, decls)
@@ -262,15 +272,21 @@ class _Journal:
 
     def task_started(self, node: Node, at: float) -> None:
         index = node.index
-        if index >= self._declared_upto and not self._durable and not node.is_barrier:
+        if index >= self._quiet_from and not node.is_barrier:
             task = node.task
-            seen = self._rows.get(task, 0)
-            if seen >= ITEMISED:
+            if task in self._over:
                 self._quiet[index] = at
                 return
-            self._rows[task] = seen + 1
+            self._itemised(task)
         self._declare(node)
         self._writer.task_started(self._run_id, index, at)
+
+    def _itemised(self, task: object) -> None:
+        """Count one more row of ``task``; past :data:`ITEMISED`, its calls are quiet."""
+        seen = self._rows.get(task, 0) + 1
+        self._rows[task] = seen
+        if seen >= ITEMISED:
+            self._over.add(task)
 
     def task_ended(
         self,
@@ -281,19 +297,30 @@ class _Journal:
         error: BaseException | None,
         checkpoint: bool,
     ) -> None:
-        retry = self._retries.pop(node.index, None) if self._retries else None
         started = self._quiet.pop(node.index, None) if self._quiet else None
+        if started is not None and error is None and attempts <= 1 and status in _PLAIN:
+            # A quiet call counted into its summary row: (task, status, fan-out) and its
+            # span. Inline, not a helper: on this path a call costs as much as the work.
+            hot = self._hot  # the row the last call went to: a fan-out's calls come in a run
+            if hot.task is node.task and hot.lo <= node.index < hot.hi and hot.status == status:
+                row = hot.row
+            else:
+                row = self._summary_row(node, status)
+            row[0] += 1
+            if started < row[1]:
+                row[1] = started
+            if at > row[2]:
+                row[2] = at
+            return
         if started is not None:
-            if status in _PLAIN and retry is None and error is None and attempts <= 1:
-                self._count(node, status, started, at)
-                return
             self._declare(node)  # an unusual outcome of a quiet call: itemised after all
             self._writer.task_started(self._run_id, node.index, started)
         elif node.is_barrier or status == "skipped":
             self._declare(node)  # never started: declared now
+        retry = self._retries.pop(node.index, None) if self._retries else None
         if retry is not None and error is None:
             self._writer.attempt_ended(self._run_id, node.index, retry[0], retry[1], at, None)
-        elif status in _PLAIN and node.index >= self._declared_upto and not self._durable:
+        elif status in _PLAIN and node.index >= self._quiet_from:
             self._itemised_success(node)
         record = None if error is None else error_record(error)
         state = _TASK_STATUS[status]
@@ -305,10 +332,12 @@ class _Journal:
         key = (node.task, self._expansions.span(node.index)[2])
         self._itemised_ok[key] = self._itemised_ok.get(key, 0) + 1
 
+    # -- calls the runner makes without telling the journal (RunJournal.counts) -----------
+
     def counts(self, task: TaskLike) -> bool:
         """True once ``task`` has its :data:`ITEMISED` rows in a run that is not durable:
         from then on its calls that succeed at once are only counted."""
-        if self._durable or self._rows.get(task, 0) < ITEMISED:
+        if task not in self._over:
             return False
         if task not in self._counting:
             self._counting[task] = time.time()
@@ -349,36 +378,20 @@ class _Journal:
     def _add_counted(
         self, name: str, fanout: str | None, calls: int, began: float, ended: float
     ) -> None:
-        entry = self._summary.setdefault((name, "succeeded", fanout), [0.0, began, ended])
-        entry[0] += calls
-        entry[1] = min(entry[1], began)
-        entry[2] = max(entry[2], ended)
+        row = self._summary.setdefault((name, "succeeded", fanout), [0.0, began, ended])
+        row[0] += calls
+        row[1] = min(row[1], began)
+        row[2] = max(row[2], ended)
 
-    def _count(self, node: Node, status: str, started: float, ended: float) -> None:
-        """Count a quiet call into its summary row: (task, status, fan-out) and its span."""
-        index = node.index
-        hot = self._hot  # the row the last call went to: a fan-out's calls come in a run
-        if (
-            hot is not None
-            and hot[0] is node.task
-            and hot[1] <= index < hot[2]
-            and hot[3] == status
-        ):
-            row = hot[4]
-            row[0] += 1
-            if ended > row[2]:
-                row[2] = ended
-            return
-        lo, hi, barrier = self._expansions.span(index)
+    def _summary_row(self, node: Node, status: str) -> list[float]:
+        """The summary row of ``node``'s (task, status, fan-out), made the hot one."""
+        lo, hi, barrier = self._expansions.span(node.index)
         key = (node.task.name, status, None if barrier is None else barrier.id)
-        entry = self._summary.get(key)
-        if entry is None:
-            entry = [0.0, started, ended]
-            self._summary[key] = entry
-        entry[0] += 1
-        entry[1] = min(entry[1], started)
-        entry[2] = max(entry[2], ended)
-        self._hot = (node.task, lo, hi, status, entry)
+        row = self._summary.get(key)
+        if row is None:
+            row = self._summary[key] = [0.0, math.inf, -math.inf]
+        self._hot = _Hot(node.task, lo, hi, status, row)
+        return row
 
     def attempt_started(self, node: object, number: int, at: float) -> None:
         index = getattr(node, "index", None)
@@ -403,6 +416,17 @@ class _Journal:
         record = None if error is None else error_record(error)
         self._writer.run_ended(self._run_id, _RUN_STATUS[status], at, record)
         self._history.ended()
+        self._release()
+
+    def _release(self) -> None:
+        """Let go of the run's graph once its end is committed. The engine may keep this
+        journal in a reference cycle after the run; holding the graph from there would
+        leave every node of the run for the cyclic garbage collector to find (memory, and
+        time in each full collection) instead of being freed when the run ends."""
+        self._graph = _ENDED
+        self._declared_upto = _NEVER  # nothing is declared after the end
+        self._expansions = Expansions(0)
+        self._hot = _COLD
 
     def _write_summary(self) -> None:
         writer, run_id = self._writer, self._run_id
@@ -416,6 +440,27 @@ class _Journal:
             writer.nodes_declared(run_id, (decl,))
             writer.task_started(run_id, index, first)
             writer.task_ended(run_id, index, _TASK_STATUS[status], 1, last, None, False)
+
+
+class _Hot:
+    """The summary row the last counted call went to, and which calls go there too: calls
+    of ``task`` with ``status`` whose index lies in ``[lo, hi)`` (one expansion's range)."""
+
+    __slots__ = ("hi", "lo", "row", "status", "task")
+
+    def __init__(self, task: object, lo: int, hi: int, status: str, row: list[float]) -> None:
+        self.task = task
+        self.lo = lo
+        self.hi = hi
+        self.status = status
+        self.row = row
+
+
+_COLD = _Hot(None, 0, 0, "", [])
+_ENDED = Graph("")
+"""The graph of an ended journal (it keeps no nodes alive)."""
+_NEVER = 1 << 62
+"""``_quiet_from`` of a durable run: no build index reaches it, so every call is itemised."""
 
 
 def _declarations(graph: Graph, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
