@@ -8,12 +8,13 @@ inside a task while ready nodes wait, so trivial tasks run back to back on one w
 I/O-bound ones fan out up to ``max_concurrency`` workers: the number of workers *is* the
 number of running tasks.
 
-What "no plugins" means is decided once per run: with no event subscriber and no journal,
-a call that nothing wraps (``CallRunner.bare``: async, one attempt, no timeout, cache,
-persistence, cluster, middleware, tracer or gauge) is made in a straight line, and a worker
-runs such calls of one task back to back in one coroutine (:meth:`FlowRunner._run_bares`):
-per call, the state's ``arguments``/``done``/``pop``, the function, its time for the
-metrics, and nothing else.
+What "no plugins" means is decided once per run: with no event subscriber, a call that
+nothing wraps (``CallRunner.bare``: async, one attempt, no timeout, cache, persistence,
+cluster, middleware, tracer or gauge) is made in a straight line, and a worker runs such
+calls of one task back to back in one coroutine (:meth:`FlowRunner._run_bares`): per call,
+the state's ``arguments``/``done``/``pop``, the function, its time for the metrics, and
+nothing else. With a journal, a task's calls take that line once the journal only counts
+them (``RunJournal.counts``; never in a durable run, which checkpoints every call).
 
 Invariants: the state is touched only from the loop thread; nothing here recurses on graph
 depth; every pool a run starts is closed when the run ends, however it ends; a worker
@@ -254,7 +255,7 @@ class FlowRunner:
                 except Exception as exc:  # noqa: BLE001 - the task's own failure, handled below
                     error = call.failed(exc, start, current, returned)
                 except asyncio.CancelledError:
-                    self._journal_bare(current, "cancelled", None)
+                    self._journal_now(current, "cancelled", 0, None, False)
                     raise
                 finally:
                     self._in_task -= 1
@@ -263,7 +264,7 @@ class FlowRunner:
                     state.done(current, value)
                     succeeded += 1
                 else:
-                    self._journal_bare(current, "failed", error)
+                    self._journal_now(current, "failed", error.attempts, error, False)
                     self._on_failure(current, error)
                 self._ran += 1
                 if not self._ran % _YIELD_EVERY:
@@ -281,16 +282,23 @@ class FlowRunner:
                 self._counted = True
         return current
 
-    def _journal_bare(self, node: Node, status: str, error: TaskExecutionError | None) -> None:
-        """Tell the journal (if any) of a straight-line call that did not succeed: only
-        successes are counted, every other outcome keeps a row of its own."""
+    def _journal_now(
+        self,
+        node: Node,
+        status: str,
+        attempts: int,
+        error: TaskExecutionError | None,
+        checkpoint: bool,
+    ) -> None:
+        """Tell the journal (if any) that ``node`` started and ended just now: a result
+        taken from a checkpoint, or a straight-line call that did not succeed (only
+        successes are counted there; every other outcome keeps a row of its own)."""
         journal = self.journal
         if journal is None:
             return
         now = time.time()
         journal.task_started(node, now)
-        attempts = 0 if error is None else error.attempts
-        journal.task_ended(node, status, attempts, now, error, False)
+        journal.task_ended(node, status, attempts, now, error, checkpoint)
 
     async def _run_node(self, node: Node) -> None:
         args, kwargs = self.state.arguments(node)
@@ -391,10 +399,7 @@ class FlowRunner:
         if hit[0].__class__ is CaughtFailure:
             return node.caught and self._restore_caught(node, hit[0].error)
         self.state.started(node)  # its arguments are not needed: it will not run
-        now = time.time()
-        if self.journal is not None:
-            self.journal.task_started(node, now)
-            self.journal.task_ended(node, "cached", 0, now, None, True)
+        self._journal_now(node, "cached", 0, None, True)
         if self._events is not None:
             payload = self.calls.payload(node.task, node.id)
             self._events.emit("task_cached", {**payload, "attempt": 0, "source": "checkpoint"})
@@ -408,10 +413,7 @@ class FlowRunner:
     def _restore_caught(self, node: Node, err: TaskExecutionError) -> bool:
         """A caught failure checkpointed by the run being resumed: the same error again."""
         self.state.started(node)
-        now = time.time()
-        if self.journal is not None:
-            self.journal.task_started(node, now)
-            self.journal.task_ended(node, "failed", err.attempts, now, err, True)
+        self._journal_now(node, "failed", err.attempts, err, True)
         if self._events is not None:
             payload = self.calls.payload(node.task, node.id, attempt=err.attempts)
             self._events.emit("task_failed", {**payload, "duration_ms": 0.0, "error": repr(err)})

@@ -323,7 +323,7 @@ class _Journal:
         retry = self._retries.pop(node.index, None) if self._retries else None
         if retry is not None and error is None:
             self._writer.attempt_ended(self._run_id, node.index, retry[0], retry[1], at, None)
-        elif status in _PLAIN and node.index >= self._quiet_from:
+        if status in _PLAIN and node.index >= self._quiet_from and not node.is_barrier:
             self._itemised_success(node)
         record = None if error is None else error_record(error)
         state = _TASK_STATUS[status]
