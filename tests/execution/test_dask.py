@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -691,22 +691,34 @@ def _rss_mb() -> float:
 
 
 @contextlib.contextmanager
-def _peak_rss_growth() -> Iterator[list[float]]:
-    """Samples this process's RSS every 5 ms; yields [growth of the peak over the start]."""
-    start, peak, stop = _rss_mb(), [0.0], threading.Event()
+def _sampled_peak(
+    measure: Callable[[], float], every: float, name: str, *, at_end: bool
+) -> Iterator[list[float]]:
+    """Samples ``measure()`` every ``every`` seconds on a thread of its own while the block
+    runs (and once more when it ends if ``at_end``); yields [the peak so far]."""
+    peak, stop = [0.0], threading.Event()
 
     def sample() -> None:
-        while not stop.wait(0.005):
-            peak[0] = max(peak[0], _rss_mb() - start)
+        while not stop.wait(every):
+            peak[0] = max(peak[0], measure())
 
-    sampler = threading.Thread(target=sample, name="rss-sampler")
+    sampler = threading.Thread(target=sample, name=name)
     sampler.start()
     try:
         yield peak
     finally:
         stop.set()
         sampler.join()
-        peak[0] = max(peak[0], _rss_mb() - start)
+        if at_end:
+            peak[0] = max(peak[0], measure())
+
+
+@contextlib.contextmanager
+def _peak_rss_growth() -> Iterator[list[float]]:
+    """Samples this process's RSS every 5 ms; yields [growth of the peak over the start]."""
+    start = _rss_mb()
+    with _sampled_peak(lambda: _rss_mb() - start, 0.005, "rss-sampler", at_end=True) as peak:
+        yield peak
 
 
 @flow
@@ -851,22 +863,15 @@ def _cluster_bytes(client: Any) -> int:
 
 
 @contextlib.contextmanager
-def _peak_cluster_bytes(address: str) -> Iterator[list[int]]:
+def _peak_cluster_bytes(address: str) -> Iterator[list[float]]:
     """Samples the bytes the cluster holds every 10 ms; yields [the peak]."""
-    peak, stop = [0], threading.Event()
-    with distributed.Client(address, timeout=30) as client:
-
-        def sample() -> None:
-            while not stop.wait(0.01):
-                peak[0] = max(peak[0], _cluster_bytes(client))
-
-        sampler = threading.Thread(target=sample, name="cluster-sampler")
-        sampler.start()
-        try:
-            yield peak
-        finally:
-            stop.set()
-            sampler.join()
+    with (
+        distributed.Client(address, timeout=30) as client,
+        _sampled_peak(
+            lambda: _cluster_bytes(client), 0.01, "cluster-sampler", at_end=False
+        ) as peak,
+    ):
+        yield peak
 
 
 def test_a_long_chain_keeps_only_a_few_of_its_values_on_the_cluster(real_cluster: str) -> None:
